@@ -1,0 +1,67 @@
+"""Two-tier input checks (DESIGN.md principle 7).
+
+Concrete values (plain numbers, NumPy arrays, JAX arrays outside `jit`) are checked
+eagerly and raise `ValueError` naming the input and the fix. Traced values (inside `jit`,
+`vmap`, `grad`) are checked with `eqx.error_if`, whose returned array must be used.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+
+def is_concrete(x) -> bool:
+    """True if `x` holds values known now (not a JAX tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_float_array(x: ArrayLike) -> Array:
+    """`x` as a floating JAX array (float32 unless x64 is on, or a wider input dtype)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _check(name: str, x: Array, bad_fn, what: str, fix: str) -> Array:
+    if is_concrete(x):
+        bad = np.asarray(bad_fn(np.asarray(x)))
+        if bad.any():
+            vals = np.asarray(x)[bad] if np.ndim(x) else np.asarray(x)
+            raise ValueError(f"{name} {what}: got {vals.ravel()[:5].tolist()}{'...' if bad.sum() > 5 else ''}. {fix}")
+        return x
+    return eqx.error_if(x, bad_fn(x), f"{name} {what}. {fix}")
+
+
+def check_finite(name: str, x: Array) -> Array:
+    """Raise (or `error_if`) if `x` has NaN or inf."""
+    return _check(name, x, lambda v: ~(v == v) | (v == np.inf) | (v == -np.inf),
+                  "contains NaN or inf", "Replace missing samples before calling (e.g. interpolate).")
+
+
+def check_positive(name: str, x: Array) -> Array:
+    """Raise (or `error_if`) unless every entry of `x` is finite and > 0."""
+    x = check_finite(name, x)
+    return _check(name, x, lambda v: ~(v > 0), "must be positive",
+                  "Pass lengths in m, forces in N and times in s, all > 0.")
+
+
+def check_nonnegative(name: str, x: Array) -> Array:
+    """Raise (or `error_if`) unless every entry of `x` is finite and >= 0."""
+    x = check_finite(name, x)
+    return _check(name, x, lambda v: ~(v >= 0), "must be >= 0", "Use 0 to switch it off.")
+
+
+def check_per_muscle(name: str, x: ArrayLike, n_muscles: int) -> Array:
+    """`x` as a float array of shape () or (n_muscles,), else a ValueError at trace time."""
+    x = as_float_array(x)
+    if x.shape not in ((), (n_muscles,)):
+        raise ValueError(
+            f"{name} has shape {x.shape}, but the muscle model has {n_muscles} muscle(s): pass a "
+            f"scalar or an array of shape ({n_muscles},). For batches (time, trials), use jax.vmap."
+        )
+    return x
