@@ -28,9 +28,13 @@ def safe_sqrt(x: ArrayLike) -> Array:
 
 
 def smoothstep5(x: ArrayLike) -> Array:
-    """Quintic smoothstep on [0, 1]: 0 below, 1 above, C² in between (6x⁵ − 15x⁴ + 10x³)."""
+    """Quintic smoothstep on [0, 1]: 0 below, 1 above, C² in between (6x⁵ − 15x⁴ + 10x³).
+
+    Evaluated as x³·(3x·(2x − 5) + 10), MuJoCo's order (`mju_sigmoid`), so that MuJoCo's
+    smooth activation switch is reproduced bit for bit.
+    """
     x = jnp.clip(jnp.asarray(x), 0.0, 1.0)
-    return x * x * x * (x * (6.0 * x - 15.0) + 10.0)
+    return x * x * x * (3.0 * x * (2.0 * x - 5.0) + 10.0)
 
 
 def smooth_max(x: ArrayLike, y: ArrayLike, smoothing: float) -> Array:

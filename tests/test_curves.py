@@ -139,12 +139,24 @@ def test_active_curve_finite_gradient_at_its_singular_point():
     assert np.all(np.isfinite(g)) and np.all(np.isfinite(h))
 
 
+@jax.jit
+def _curves_values_and_grads(args):
+    c = msk.DeGrooteCurves.opensim()
+    return [jax.value_and_grad(fn)(x) for fn, x in zip(_all_curves(c), args)]
+
+
 @settings(max_examples=200, deadline=None)
 @given(l=st.floats(0.0, 2.0), v=st.floats(-1.0, 1.0), lt=st.floats(0.9, 1.1),
        ft=st.floats(0.0, 5.0), fv=st.floats(0.0, 1.7943429636))
 def test_curves_finite_values_and_gradients_over_domain(l, v, lt, ft, fv):
-    c = msk.DeGrooteCurves.opensim()
-    args = [l, l, v, fv, lt, ft]
-    for fn, x in zip(_all_curves(c), args):
-        val, grad = jax.value_and_grad(fn)(jnp.float64(x))
+    args = [jnp.float64(x) for x in (l, l, v, fv, lt, ft)]
+    for val, grad in _curves_values_and_grads(args):
         assert np.isfinite(val) and np.isfinite(grad)
+
+
+def test_curves_jit_vmap_parity():
+    c = msk.DeGrooteCurves.opensim()
+    x = jnp.linspace(0.3, 1.7, 64)
+    for fn in _all_curves(c):
+        np.testing.assert_allclose(jax.jit(fn)(x), fn(x), rtol=1e-14)
+        np.testing.assert_allclose(jax.vmap(fn)(x), fn(x), rtol=1e-14)

@@ -18,13 +18,12 @@ from ._hill import Equilibrium as Equilibrium
 from ._hill import MuscleParameters as MuscleParameters
 from ._hill import MuscleState as MuscleState
 
-try:  # TEMPORARY while the MuJoCo/CEINMS modules are written
-    from ._emg_activation import CEINMSActivation as CEINMSActivation
-    from ._emg_activation import TwoPoleActivation as TwoPoleActivation
-    from ._mujoco import MuJoCoActivation as MuJoCoActivation
-    from ._mujoco import MuJoCoMuscle as MuJoCoMuscle
-    from ._mujoco import mujoco_active_force_length as mujoco_active_force_length
-    from ._mujoco import mujoco_force_velocity as mujoco_force_velocity
-    from ._mujoco import mujoco_passive_force_length as mujoco_passive_force_length
-except ImportError:
-    pass
+from ._emg_activation import CEINMSActivation as CEINMSActivation
+from ._emg_activation import TwoPoleActivation as TwoPoleActivation
+from ._emg_activation import TwoPoleState as TwoPoleState
+from ._emg_activation import activation_nonlinearity as activation_nonlinearity
+from ._mujoco import MuJoCoActivation as MuJoCoActivation
+from ._mujoco import MuJoCoMuscle as MuJoCoMuscle
+from ._mujoco import mujoco_active_force_length as mujoco_active_force_length
+from ._mujoco import mujoco_force_velocity as mujoco_force_velocity
+from ._mujoco import mujoco_passive_force_length as mujoco_passive_force_length

@@ -11,6 +11,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from typing import Any
+
 from jaxtyping import Array, ArrayLike
 
 
@@ -65,3 +67,38 @@ def check_per_muscle(name: str, x: ArrayLike, n_muscles: int) -> Array:
             f"scalar or an array of shape ({n_muscles},). For batches (time, trials), use jax.vmap."
         )
     return x
+
+def concrete_or_none(x: Any) -> np.ndarray | None:
+    """`x` as a NumPy array, or None when it is a tracer (value checks are then skipped)."""
+    if not is_concrete(x):
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # an abstract value of some other transformation
+        return None
+
+
+def check_broadcast(owner: str, fields: dict[str, Any]) -> tuple[int, ...]:
+    """Trace-time shape check: per-muscle fields broadcast together; returns the shape."""
+    shapes = {k: tuple(jnp.shape(v)) for k, v in fields.items()}
+    try:
+        return tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        raise ValueError(
+            f"{owner}: per-muscle fields must broadcast together (a leading muscle axis, or "
+            f"scalars shared by all muscles); got shapes {shapes}. Give every per-muscle "
+            "field shape (n_muscles,) or ()."
+        ) from None
+
+
+def concrete_fields(fields: dict[str, Any], shape) -> dict[str, np.ndarray] | None:
+    """All fields as broadcast NumPy arrays, or None if any is traced."""
+    values = {k: concrete_or_none(v) for k, v in fields.items()}
+    if any(v is None for v in values.values()):
+        return None
+    return {k: np.broadcast_to(v, shape) for k, v in values.items()}
+
+
+def require(owner: str, ok: Any, message: str) -> None:
+    if not bool(np.all(ok)):
+        raise ValueError(f"{owner}: {message}")
