@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-n", type=int, default=1_000_000)
     ap.add_argument("--opensim-n", type=int, default=1000, help="muscles OpenSim equilibrates")
+    ap.add_argument("--opensim-batch", type=int, default=50, help="muscles per OpenSim model")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--float32", action="store_true", help="single precision (default float64)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "muscle.json")
@@ -147,8 +148,9 @@ def main(argv=None) -> int:
 
     # OpenSim on the same kind of cases; jaxmsk solves the very same ones for agreement.
     ref_cases = _random_cases(args.opensim_n, seed=1)
-    osim_per_muscle, osim_forces = _opensim_equilibria(ref_cases, args.opensim_n)
-    ours = np.asarray(equilibrium(module(ref_cases), jnp.asarray(ref_cases["lmt"], dtype),
+    osim_per_muscle, osim_forces = _opensim_equilibria(ref_cases, args.opensim_n, args.opensim_batch)
+    check = eqx.filter_jit(lambda m, lmt, act: m.equilibrium(lmt, act).tendon_force)  # own cache
+    ours = np.asarray(check(module(ref_cases), jnp.asarray(ref_cases["lmt"], dtype),
                                   jnp.asarray(ref_cases["act"], dtype)))
     agree = float(np.max(np.abs(ours - osim_forces) / np.maximum(osim_forces, 1e-3 * ref_cases["fmax"])))
     print(f"OpenSim {osim_per_muscle * 1e6:.1f} µs per muscle equilibrium over {args.opensim_n} muscles; "

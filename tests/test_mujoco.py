@@ -193,6 +193,31 @@ def test_mjcf_model_parity():
     assert checked_passive
 
 
+def test_myosuite_elbow_muscles_reproduced():
+    """MyoSuite's myoelbow (6 muscles, `myo_sim` package): forces and act_dot over its range."""
+    import myo_sim
+
+    m = mujoco.MjModel.from_xml_path(str(myo_sim.get_xml_path("myoelbow")))
+    d = mujoco.MjData(m)
+    muscle = MuJoCoMuscle.from_mjmodel(m)
+    activation = MuJoCoActivation.from_mjmodel(m)
+    assert muscle.acc0.shape == (6,)
+    force_fn = eqx.filter_jit(lambda mus, *x: mus.force(*x))
+    act_dot_fn = eqx.filter_jit(lambda a, *x: a.derivative(*x))
+    rng = np.random.default_rng(4)
+    lo, hi = m.jnt_range[:, 0], m.jnt_range[:, 1]
+    for _ in range(20):
+        d.qpos[:] = rng.uniform(lo, hi)
+        d.qvel[:] = rng.uniform(-3.0, 3.0, m.nv)
+        d.act[:] = rng.uniform(0.0, 1.0, m.na)
+        d.ctrl[:] = rng.uniform(0.0, 1.0, m.nu)
+        mujoco.mj_forward(m, d)
+        force = force_fn(muscle, d.actuator_length, d.actuator_velocity, d.act)
+        np.testing.assert_allclose(force, d.actuator_force, rtol=1e-12, atol=MODEL_ATOL)
+        np.testing.assert_allclose(act_dot_fn(activation, d.ctrl, d.act), d.act_dot, rtol=0,
+                                   atol=MODEL_ATOL)
+
+
 def test_from_mjmodel_rejects_models_without_muscles():
     m = mujoco.MjModel.from_xml_string(
         "<mujoco><worldbody><body><joint name='j'/><geom size='0.1'/></body></worldbody>"
