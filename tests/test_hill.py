@@ -57,6 +57,20 @@ def test_static_equilibrium_matches_opensim(cases, tendon):
     assert all(e < EQUILIBRIUM_REL for e in errors.values()), errors
 
 
+def test_equilibrium_satisfies_opensims_own_residual(cases):
+    """OpenSim's `calcEquilibriumResidual` (N) at jaxmsk's root: below 1e-11 N, tighter than
+    OpenSim's bisection (stopped at a 1e-10 tolerance) reaches."""
+    c = {k: v[:50] for k, v in cases.items()}
+    ours = _equilibrium(_muscle(c), jnp.asarray(c["lmt"]), jnp.asarray(c["act"]), 0.0)
+    worst = 0.0
+    for i in range(50):
+        model, _, mus, _ = opensim_slider_muscle(c["fmax"][i], c["lopt"][i], c["lts"][i], c["alpha"][i])
+        residual = mus.calcEquilibriumResidual(float(c["lmt"][i]), 0.0, float(c["act"][i]),
+                                               float(ours.norm_tendon_force[i]), 0.0)
+        worst = max(worst, abs(residual))
+    assert worst < 1e-11, worst
+
+
 def test_equilibrium_with_mtu_velocity_and_damping_matches_opensim(cases):
     c = {k: v[:40] for k, v in cases.items()}
     c["act"] = np.maximum(c["act"], 0.3)  # active fibres, so that a root exists in [0, 5]
