@@ -27,7 +27,8 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .._misc import safe_sqrt
 from ._curves import DeGrooteCurves
-from ._validation import as_float_array, check_finite, check_nonnegative, check_per_muscle, is_concrete
+from ._validation import (as_float_array, check_finite, check_nonnegative, check_per_muscle,
+                          check_positive, is_concrete)
 
 # OpenSim's bracket for the normalised tendon force (state bounds and equilibrium search).
 MIN_NORM_TENDON_FORCE = 0.0
@@ -92,8 +93,6 @@ class MuscleParameters(eqx.Module):
         shape = shape if shape != () else (1,)
         dtype = jnp.result_type(*values)
         values = [jnp.broadcast_to(v.astype(dtype), shape) for v in values]
-        from ._validation import check_positive
-
         for i in range(3):
             values[i] = check_positive(f"MuscleParameters.{names[i]}", values[i])
         values[4] = check_positive(f"MuscleParameters.{names[4]}", values[4])
