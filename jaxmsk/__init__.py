@@ -3,7 +3,16 @@
 Importing jaxmsk changes no JAX configuration (x64 stays the user's choice).
 """
 
+from . import io as io
+from . import models as models
 from . import muscle as muscle
+from . import skeleton as skeleton
+from ._model import Model as Model
+from ._model import ModelOutputs as ModelOutputs
+from ._model import ModelState as ModelState
+from ._simulate import Trajectory as Trajectory
+from ._simulate import simulate as simulate
+from .io import load_osim as load_osim
 from .muscle import CEINMSActivation as CEINMSActivation
 from .muscle import DeGrooteActivation as DeGrooteActivation
 from .muscle import DeGrooteCurves as DeGrooteCurves
@@ -15,5 +24,13 @@ from .muscle import MuscleParameters as MuscleParameters
 from .muscle import MuscleState as MuscleState
 from .muscle import TwoPoleActivation as TwoPoleActivation
 from .muscle import TwoPoleState as TwoPoleState
+
+from .skeleton import CoordinateLimitForce as CoordinateLimitForce
+from .skeleton import Hinge as Hinge
+from .skeleton import JointPassive as JointPassive
+from .skeleton import PolynomialPath as PolynomialPath
+from .skeleton import SerialChain as SerialChain
+from .skeleton import Slider as Slider
+from .skeleton import SpringGeneralizedForce as SpringGeneralizedForce
 
 __version__ = "0.1.0"

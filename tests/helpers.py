@@ -89,3 +89,52 @@ def random_physiological_cases(rng: np.random.Generator, n: int) -> dict[str, np
     lm = np.maximum(lm, 1.05 * width)
     lmt = lts * (1.0 + rng.uniform(0.0, 0.045, n)) + np.sqrt(lm**2 - width**2)
     return dict(fmax=fmax, lopt=lopt, lts=lts, alpha=alpha, act=act, lmt=lmt)
+
+
+SIM_ABS_Q = 1e-3  # issue #3: joint angles vs OpenSim forward simulation (rad)
+SIM_ABS_X = 1e-4  # issue #3: slider block position vs OpenSim (m)
+
+
+def opensim_block_simulation(ts, excitation, *, rigid, mass=20.0, x0=0.31, gravity=9.80665,
+                             params=(1000.0, 0.1, 0.2, 0.1), accuracy=1e-9):
+    """A block on a slider pulled by one DeGrooteFregly2016Muscle, gravity along +x, driven
+    by a piecewise-linear excitation; OpenSim's Manager integrates it. Returns x at ts."""
+    osim = import_opensim()
+    model = osim.Model()
+    model.setGravity(osim.Vec3(gravity, 0, 0))
+    body = osim.Body("block", mass, osim.Vec3(0), osim.Inertia(1))
+    model.addBody(body)
+    joint = osim.SliderJoint("slider", model.getGround(), osim.Vec3(0), osim.Vec3(0), body,
+                             osim.Vec3(0), osim.Vec3(0))
+    joint.updCoordinate().setName("x")
+    model.addJoint(joint)
+    mus = osim.DeGrooteFregly2016Muscle()
+    mus.setName("muscle")
+    fmax, lopt, lts, alpha = params
+    mus.set_max_isometric_force(fmax)
+    mus.set_optimal_fiber_length(lopt)
+    mus.set_tendon_slack_length(lts)
+    mus.set_pennation_angle_at_optimal(alpha)
+    mus.set_ignore_tendon_compliance(bool(rigid))
+    mus.addNewPathPoint("origin", model.getGround(), osim.Vec3(0))
+    mus.addNewPathPoint("insertion", body, osim.Vec3(0))
+    model.addForce(mus)
+    controller = osim.PrescribedController()
+    controller.addActuator(mus)
+    fn = osim.PiecewiseLinearFunction()
+    for t, e in zip(ts, excitation):
+        fn.addPoint(float(t), float(e))
+    controller.prescribeControlForActuator("muscle", fn)
+    model.addController(controller)
+    state = model.initSystem()
+    joint.getCoordinate().setValue(state, x0)
+    mus.setActivation(state, float(excitation[0]))
+    model.equilibrateMuscles(state)
+    manager = osim.Manager(model)
+    manager.setIntegratorAccuracy(accuracy)
+    manager.initialize(state)
+    xs = [x0]
+    for t in ts[1:]:
+        state = manager.integrate(float(t))
+        xs.append(joint.getCoordinate().getValue(state))
+    return np.array(xs)

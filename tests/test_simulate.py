@@ -1,0 +1,116 @@
+"""simulate(): forward dynamics vs OpenSim's Manager, transformations, gradients, errors."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmsk as msk
+from helpers import SIM_ABS_X, opensim_block_simulation
+
+TS = np.linspace(0.0, 1.0, 101)
+EXCITATIONS = {
+    "constant": np.full(101, 0.4),
+    "varying": 0.3 + 0.3 * np.sin(2 * np.pi * 2 * TS),
+}
+
+
+def block_model(tendon="compliant", fmax=1000.0):
+    muscles = msk.DeGrooteFregly2016Muscle(msk.MuscleParameters(fmax, 0.1, 0.2, 0.1), tendon=tendon)
+    path = msk.PolynomialPath(coefficients=jnp.array([[0.0, 1.0]]), centre=jnp.zeros(1),
+                              scale=jnp.ones(1), exponents=((0,), (1,)))  # l_MT = x
+    return msk.Model(muscles, msk.DeGrooteActivation(), msk.Slider(20.0, 9.80665), path,
+                     muscle_names=("muscle",), coordinate_names=("x",))
+
+
+@eqx.filter_jit
+def _simulate_block(model, excitation):
+    return msk.simulate(model, excitation, jnp.asarray(TS), q0=jnp.array([0.31]), rtol=1e-9,
+                        atol=1e-11)
+
+
+@pytest.mark.parametrize("tendon", ["compliant", "rigid"])
+@pytest.mark.parametrize("kind", ["constant", "varying"])
+def test_block_on_slider_matches_opensim(tendon, kind):
+    exc = EXCITATIONS[kind]
+    ref = opensim_block_simulation(TS, exc, rigid=(tendon == "rigid"))
+    traj = _simulate_block(block_model(tendon), jnp.asarray(exc)[:, None])
+    assert traj.result == diffrax.RESULTS.successful
+    err = float(np.max(np.abs(np.asarray(traj.q[:, 0]) - ref)))
+    print(f"block {tendon} {kind}: max |x - x_OpenSim| = {err:.2e} m")
+    assert err < SIM_ABS_X
+    # The block moves (the comparison is not trivially of two constants).
+    assert np.ptp(ref) > 1e-3
+
+
+def test_trajectory_fields_and_consistency():
+    traj = _simulate_block(block_model(), jnp.asarray(EXCITATIONS["varying"])[:, None])
+    n = len(TS)
+    for name in ("q", "qdot", "moments"):
+        assert getattr(traj, name).shape == (n, 1)
+    for name in ("activation", "norm_tendon_force", "tendon_force", "fiber_length", "mtu_length"):
+        assert getattr(traj, name).shape == (n, 1)
+    np.testing.assert_allclose(traj.tendon_force, 1000.0 * traj.norm_tendon_force, rtol=1e-12)
+    np.testing.assert_allclose(traj.mtu_length[:, 0], traj.q[:, 0], rtol=1e-12)
+    # Moment arm of l = x is −1: the muscle pulls the block back.
+    np.testing.assert_allclose(traj.moments, -traj.tendon_force, rtol=1e-12)
+    # Starts in static equilibrium with activation = first excitation sample.
+    assert float(traj.activation[0, 0]) == pytest.approx(0.3)
+
+
+def test_vmap_over_trials_and_parameter_sets_matches_loop():
+    model = block_model()
+    ts = jnp.linspace(0.0, 0.3, 31)
+    excs = jnp.stack([jnp.full((31, 1), e) for e in (0.2, 0.5, 0.8)])
+    sim = lambda m, e: msk.simulate(m, e, ts, q0=jnp.array([0.31]), rtol=1e-8, atol=1e-10,
+                                    solver=diffrax.Tsit5()).q
+    batched = eqx.filter_jit(jax.vmap(sim, in_axes=(None, 0)))(model, excs)
+    looped = jnp.stack([eqx.filter_jit(sim)(model, e) for e in excs])
+    np.testing.assert_allclose(batched, looped, rtol=1e-9, atol=1e-12)
+    # Parameter sets: vmap over F_max.
+    fmaxes = jnp.array([800.0, 1000.0, 1200.0])
+    by_param = eqx.filter_jit(jax.vmap(lambda f: sim(eqx.tree_at(
+        lambda m: m.muscles.params.max_isometric_force, model, jnp.full(1, f)), excs[1])))(fmaxes)
+    np.testing.assert_allclose(by_param[1], looped[1], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(by_param[0], by_param[2])
+
+
+def test_gradients_wrt_excitation_and_parameters_match_finite_differences():
+    model = block_model()
+    ts = jnp.linspace(0.0, 0.2, 21)
+    exc0 = jnp.full((21, 1), 0.4)
+
+    def loss(fmax, exc):
+        m = eqx.tree_at(lambda m: m.muscles.params.max_isometric_force, model, fmax)
+        q = msk.simulate(m, exc, ts, q0=jnp.array([0.31]), rtol=1e-10, atol=1e-12,
+                         solver=diffrax.Tsit5()).q
+        return jnp.sum(q[:, 0] ** 2)
+
+    f0 = jnp.full(1, 1000.0)
+    g_f, g_e = eqx.filter_jit(jax.grad(loss, argnums=(0, 1)))(f0, exc0)
+    lf = eqx.filter_jit(loss)
+    h = 1e-3
+    fd_f = (lf(f0 + h, exc0) - lf(f0 - h, exc0)) / (2 * h)
+    assert float(g_f[0]) == pytest.approx(float(fd_f), rel=1e-4)
+    k = 10
+    he = 1e-5
+    fd_e = (lf(f0, exc0.at[k, 0].add(he)) - lf(f0, exc0.at[k, 0].add(-he))) / (2 * he)
+    assert float(g_e[k, 0]) == pytest.approx(float(fd_e), rel=1e-4, abs=1e-12)
+    assert np.all(np.isfinite(np.asarray(g_e)))
+
+
+def test_bad_inputs():
+    model = block_model()
+    ts = jnp.linspace(0, 1, 11)
+    with pytest.raises(ValueError, match=r"excitation has shape \(11, 2\)"):
+        msk.simulate(model, jnp.zeros((11, 2)), ts, q0=jnp.array([0.3]))
+    with pytest.raises(ValueError, match=r"q0 has shape \(2,\)"):
+        msk.simulate(model, jnp.zeros((11, 1)), ts, q0=jnp.zeros(2))
+    with pytest.raises(ValueError, match="excitation contains NaN"):
+        msk.simulate(model, jnp.full((11, 1), jnp.nan), ts, q0=jnp.array([0.3]))
+    with pytest.raises(ValueError, match="ts must be a 1-D array"):
+        msk.simulate(model, jnp.zeros((1, 1)), jnp.zeros(1), q0=jnp.array([0.3]))
+    with pytest.raises(ValueError, match="needs a jaxmsk.Model"):
+        msk.simulate("wrist", jnp.zeros((11, 1)), ts, q0=jnp.array([0.3]))
