@@ -72,3 +72,19 @@ def test_model_json_round_trip_is_exact(arm26, tmp_path):
         msk.models.save_model_json(path, arm26)
     q = jnp.array([0.3, 0.8])
     np.testing.assert_array_equal(back.path.length(q), arm26.path.length(q))
+
+
+def test_polynomial_fit_leaves_out_jumps_and_recovers_polynomials():
+    rng = np.random.default_rng(0)
+    q = rng.uniform(-1.0, 1.0, (400, 2))
+    truth = np.stack([0.3 + 0.02 * q[:, 0] - 0.01 * q[:, 0] * q[:, 1] ** 2,
+                      0.25 + 0.015 * q[:, 1] ** 3], axis=1)
+    lengths = truth.copy()
+    lengths[7, 0] += 0.09  # a sample where the sampled path jumped (as arm26's BIClong does)
+    path = msk.PolynomialPath.fit(q, lengths, max_degree=5)
+    assert path.fit_outliers == 1
+    pred = np.asarray(jax.vmap(path.length)(jnp.asarray(q)))
+    np.testing.assert_allclose(pred, truth, atol=1e-10)
+    assert max(path.fit_max) < 1e-10
+    naive = msk.PolynomialPath.fit(q, lengths, max_degree=5, robust=False)
+    assert naive.fit_outliers == 0 and max(naive.fit_max) > 1e-3

@@ -37,7 +37,8 @@ class PolynomialPath(eqx.Module):
             so the fit is well conditioned over the coordinates' ranges.
         exponents: static (n_terms, n_dofs) exponents of the monomials.
         fit_rms, fit_max: static per-muscle held-out length errors (m) of the fit that made
-            this path (empty when the path was not fitted).
+            this path (empty when the path was not fitted), on the samples kept.
+        fit_outliers: samples left out of the fit because the sampled length jumped there.
     """
 
     coefficients: Float[Array, "muscles terms"]
@@ -46,6 +47,7 @@ class PolynomialPath(eqx.Module):
     exponents: tuple[tuple[int, ...], ...] = eqx.field(static=True)
     fit_rms: tuple[float, ...] = eqx.field(static=True, default=())
     fit_max: tuple[float, ...] = eqx.field(static=True, default=())
+    fit_outliers: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         n_terms, n_dofs = len(self.exponents), len(self.exponents[0]) if self.exponents else 0
@@ -107,6 +109,7 @@ class PolynomialPath(eqx.Module):
         holdout: float = 0.25,
         seed: int = 0,
         ranges: Float[ArrayLike, "dofs 2"] | None = None,
+        robust: bool = True,
     ) -> "PolynomialPath":
         """Least-squares fit, with the total degree chosen by held-out error.
 
@@ -119,6 +122,8 @@ class PolynomialPath(eqx.Module):
             q: joint angles (rad), (n_samples, n_dofs).
             lengths: MTU lengths (m), (n_samples, n_muscles).
             ranges: (n_dofs, 2) coordinate ranges for normalisation (default: sample range).
+            robust: leave out samples where the sampled lengths jump (see below); their
+                number is stored in `fit_outliers`.
         """
         q = np.asarray(q, dtype=np.float64)
         y = np.asarray(lengths, dtype=np.float64)
@@ -142,6 +147,18 @@ class PolynomialPath(eqx.Module):
             e = np.asarray(exps)
             return np.prod(xs[:, None, :] ** e[None, :, :], axis=-1)
 
+        # Samples where the sampled path jumps (e.g. an OpenSim wrapping surface switching
+        # solution) would drag a global polynomial far off everywhere; they are found by a
+        # first fit (residual > 10 robust standard deviations and > 1 mm) and left out.
+        keep = np.ones(len(q), bool)
+        if robust:
+            exps0 = monomial_exponents(q.shape[1], min(max_degree, 6))
+            coef0, *_ = np.linalg.lstsq(design(exps0, x), y, rcond=None)
+            res = np.abs(design(exps0, x) @ coef0 - y)
+            mad = 1.4826 * np.median(res, axis=0)
+            keep = np.all((res <= 10 * mad) | (res <= 1e-3), axis=1)
+        train, test = train[keep[train]], test[keep[test]]
+
         best = None
         for degree in range(1, max_degree + 1):
             exps = monomial_exponents(q.shape[1], degree)
@@ -154,11 +171,12 @@ class PolynomialPath(eqx.Module):
             if best is None or score < best[0] * (1 - 1e-3):
                 best = (score, exps, rms, np.abs(err).max(axis=0))
         _, exps, rms, mx = best
-        coef, *_ = np.linalg.lstsq(design(exps, x), y, rcond=None)
+        coef, *_ = np.linalg.lstsq(design(exps, x[keep]), y[keep], rcond=None)
         dtype = jnp.result_type(float)
         return cls(coefficients=jnp.asarray(coef.T, dtype), centre=jnp.asarray(centre, dtype),
                    scale=jnp.asarray(scale, dtype), exponents=exps,
-                   fit_rms=tuple(float(v) for v in rms), fit_max=tuple(float(v) for v in mx))
+                   fit_rms=tuple(float(v) for v in rms), fit_max=tuple(float(v) for v in mx),
+                   fit_outliers=int((~keep).sum()))
 
     @property
     def degree(self) -> int:
@@ -170,7 +188,7 @@ class PolynomialPath(eqx.Module):
         return dict(coefficients=np.asarray(self.coefficients).tolist(),
                     centre=np.asarray(self.centre).tolist(), scale=np.asarray(self.scale).tolist(),
                     exponents=[list(e) for e in self.exponents], fit_rms=list(self.fit_rms),
-                    fit_max=list(self.fit_max))
+                    fit_max=list(self.fit_max), fit_outliers=self.fit_outliers)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PolynomialPath":
@@ -178,7 +196,8 @@ class PolynomialPath(eqx.Module):
         return cls(coefficients=jnp.asarray(d["coefficients"], dtype),
                    centre=jnp.asarray(d["centre"], dtype), scale=jnp.asarray(d["scale"], dtype),
                    exponents=tuple(tuple(int(v) for v in e) for e in d["exponents"]),
-                   fit_rms=tuple(d.get("fit_rms", ())), fit_max=tuple(d.get("fit_max", ())))
+                   fit_rms=tuple(d.get("fit_rms", ())), fit_max=tuple(d.get("fit_max", ())),
+                   fit_outliers=int(d.get("fit_outliers", 0)))
 
 
 __all__ = ["PolynomialPath", "monomial_exponents"]
