@@ -1,0 +1,179 @@
+"""How fast are batched forward simulations, jaxmsk vs OpenSim vs MuJoCo?
+
+1 s simulations of OpenSim's arm26 (2 DoF, 6 compliant-tendon De Groote–Fregly muscles,
+imported with `jaxmsk.load_osim` from `arm26.osim` of the osim-rl package) at batch sizes
+1 … 4096 with random time-varying excitations; compile time apart, steady state the median of
+repeated calls, blocking on results. In the same run: OpenSim's Manager simulating the same
+arm26 (DeGrooteFregly2016 muscles, integrator accuracy 1e-5), and MuJoCo (C) rolling out
+MyoSuite's myoelbow (1 DoF, 6 rigid-tendon muscles, `myo_sim`) for 1 s at its own time step.
+
+    python benchmarks/simulate.py [--max-batch 4096] [--solver tsit5|kvaerno5]
+
+Needs opensim, osim-rl (`pip install --no-deps osim-rl==3.0.11`), mujoco and myo_sim.
+Prints a markdown table naming the device and writes benchmarks/results/simulate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+
+def _arm26_dgf_file(tmpdir: str) -> str:
+    import opensim as osim
+
+    osim.Logger.setLevelString("error")
+    src = os.path.join(find_spec("osim").submodule_search_locations[0], "models", "arm26.osim")
+    model = osim.Model(src)
+    osim.DeGrooteFregly2016Muscle.replaceMuscles(model)
+    for i in range(model.getMuscles().getSize()):
+        m = osim.DeGrooteFregly2016Muscle.safeDownCast(model.getMuscles().get(i))
+        m.set_activation_time_constant(0.015)
+        m.set_deactivation_time_constant(0.060)
+    model.finalizeFromProperties()
+    out = os.path.join(tmpdir, "arm26_dgf.osim")
+    model.printToXML(out)
+    return out
+
+
+def _excitation(ts, n_muscles, rng):
+    phase = rng.uniform(0, 2 * np.pi, n_muscles)
+    freq = rng.uniform(0.5, 2.0, n_muscles)
+    return 0.2 + 0.15 * np.sin(2 * np.pi * freq * ts[:, None] + phase)
+
+
+def _opensim_seconds(path, ts, exc, q0, repeats=3):
+    import opensim as osim
+
+    times = []
+    for _ in range(repeats):
+        model = osim.Model(path)
+        ctrl = osim.PrescribedController()
+        names = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
+        for k, n in enumerate(names):
+            ctrl.addActuator(model.getMuscles().get(n))
+            fn = osim.PiecewiseLinearFunction()
+            for t, e in zip(ts, exc[:, k]):
+                fn.addPoint(float(t), float(e))
+            ctrl.prescribeControlForActuator(n, fn)
+        model.addController(ctrl)
+        state = model.initSystem()
+        cs = model.getCoordinateSet()
+        for c, v in zip(("r_shoulder_elev", "r_elbow_flex"), q0):
+            cs.get(c).setValue(state, float(v))
+        for k, n in enumerate(names):
+            model.getMuscles().get(n).setActivation(state, float(exc[0, k]))
+        model.equilibrateMuscles(state)
+        manager = osim.Manager(model)
+        manager.setIntegratorAccuracy(1e-5)
+        manager.initialize(state)
+        t0 = time.perf_counter()
+        manager.integrate(float(ts[-1]))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _mujoco_seconds(repeats=5):
+    import mujoco
+    import myo_sim
+
+    m = mujoco.MjModel.from_xml_path(str(myo_sim.get_xml_path("myoelbow")))
+    d = mujoco.MjData(m)
+    n_steps = int(round(1.0 / m.opt.timestep))
+    times = []
+    rng = np.random.default_rng(0)
+    for _ in range(repeats):
+        mujoco.mj_resetData(m, d)
+        ctrl = rng.uniform(0.1, 0.4, m.nu)
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            d.ctrl[:] = ctrl
+            mujoco.mj_step(m, d)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), n_steps, m.opt.timestep
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--max-batch", type=int, default=4096)
+    ap.add_argument("--solver", choices=("tsit5", "kvaerno5"), default="tsit5")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "simulate.json")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import diffrax
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import jaxmsk as msk
+
+    device = jax.devices()[0]
+    device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    ts = np.linspace(0.0, 1.0, 101)
+    q0 = np.array([0.3, 0.8])
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _arm26_dgf_file(tmp)
+        model = msk.load_osim(path)
+        exc0 = _excitation(ts, 6, rng)
+        osim_s = _opensim_seconds(path, ts, exc0, q0)
+    model = eqx.tree_at(lambda m: m.activation, model, msk.DeGrooteActivation())
+    mj_s, mj_steps, mj_dt = _mujoco_seconds()
+    solver = diffrax.Tsit5() if args.solver == "tsit5" else diffrax.Kvaerno5()
+    print(f"# jaxmsk simulate benchmark — device {device_name}, float64, solver {args.solver}; "
+          f"OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms; MuJoCo myoelbow 1 s "
+          f"({mj_steps} steps of {mj_dt * 1e3:.1f} ms): {mj_s * 1e3:.2f} ms")
+
+    @eqx.filter_jit
+    def run(model, excs):
+        return jax.vmap(lambda e: msk.simulate(model, e, jnp.asarray(ts), q0=jnp.asarray(q0),
+                                               solver=solver, rtol=1e-5, atol=1e-7,
+                                               throw=False).q)(excs)
+
+    rows = []
+    batch = 1
+    while batch <= args.max_batch:
+        excs = jnp.asarray(np.stack([_excitation(ts, 6, rng) for _ in range(batch)]))
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(model, excs))
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(model, excs))
+            times.append(time.perf_counter() - t0)
+        steady = statistics.median(times)
+        per = steady / batch
+        rows.append(dict(batch=batch, compile_s=first - steady, batch_s=steady,
+                         trajectories_per_s=batch / steady, per_trajectory_s=per,
+                         speedup_vs_opensim=osim_s / per, ratio_vs_mujoco=mj_s / per))
+        print(f"  batch {batch:5d}: {steady * 1e3:9.1f} ms ({per * 1e3:.3f} ms per trajectory)")
+        batch *= 4
+    lines = ["| batch | trajectories/s | per trajectory (ms) | compile (s) | vs OpenSim | vs MuJoCo myoelbow |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['batch']} | {r['trajectories_per_s']:.3g} | {r['per_trajectory_s'] * 1e3:.3f} | "
+                     f"{r['compile_s']:.1f} | {r['speedup_vs_opensim']:.1f}× | {r['ratio_vs_mujoco']:.2f}× |")
+    table = "\n".join(lines)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(dict(device=device_name, solver=args.solver, opensim_s=osim_s,
+                                       mujoco_s=mj_s, rows=rows, table=table), indent=2))
+    os.replace(tmp_out, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
