@@ -129,9 +129,8 @@ class Model(eqx.Module):
         lmt, r = self.path.length_and_moment_arms(y.q)
         vmt = -r @ y.qdot
         if self.compliant:
-            s = self.muscles._compliant_state(lmt, vmt, y.activation, y.norm_tendon_force)
-            stiffness = self.muscles.curves.tendon_force_length_derivative(s.norm_tendon_length)
-            ft_dot = s.tendon_velocity / self.muscles.params.tendon_slack_length * stiffness
+            s, ft_dot = self.muscles._compliant_state_and_derivative(
+                lmt, vmt, y.activation, y.norm_tendon_force)
         else:
             s = self.muscles._rigid_state(lmt, vmt, y.activation)
             ft_dot = None

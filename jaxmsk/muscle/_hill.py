@@ -344,9 +344,13 @@ class DeGrooteFregly2016Muscle(eqx.Module):
         return self._norm_tendon_force_derivative(lmt, vmt, a, ft)
 
     def _norm_tendon_force_derivative(self, lmt, vmt, a, ft):
+        return self._compliant_state_and_derivative(lmt, vmt, a, ft)[1]
+
+    def _compliant_state_and_derivative(self, lmt, vmt, a, ft):
+        """(`MuscleState`, d f̃T/dt) of the explicit compliant-tendon model, in one pass."""
         s = self._compliant_state(lmt, vmt, a, ft)
         stiffness = self.curves.tendon_force_length_derivative(s.norm_tendon_length)
-        return s.tendon_velocity / self.params.tendon_slack_length * stiffness
+        return s, s.tendon_velocity / self.params.tendon_slack_length * stiffness
 
     # -- either tendon --------------------------------------------------------------
     def tendon_force(self, mtu_length: ArrayLike, mtu_velocity: ArrayLike, activation: ArrayLike,
