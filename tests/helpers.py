@@ -138,3 +138,67 @@ def opensim_block_simulation(ts, excitation, *, rigid, mass=20.0, x0=0.31, gravi
         state = manager.integrate(float(t))
         xs.append(joint.getCoordinate().getValue(state))
     return np.array(xs)
+
+
+def arm26_osim_path() -> str:
+    """arm26.osim from osim-rl (Apache-2.0); the tests never skip when it is missing."""
+    import os
+    from importlib.util import find_spec
+
+    spec = find_spec("osim")
+    if spec is None:
+        raise RuntimeError("arm26.osim comes from osim-rl: pip install --no-deps osim-rl==3.0.11")
+    return os.path.join(spec.submodule_search_locations[0], "models", "arm26.osim")
+
+
+def arm26_dgf_osim(out_path) -> str:
+    """arm26 with every muscle replaced by OpenSim's DeGrooteFregly2016Muscle (what Moco's
+    `ModOpReplaceMusclesWithDeGrooteFregly2016` does), written to `out_path`.
+
+    OpenSim keeps DeGroote activation time constants in function-static variables (the
+    first muscle evaluated fixes them for the process), so every muscle gets the defaults
+    0.015/0.060 s, which then also hold for any other DeGroote muscle in the test process.
+    """
+    osim = import_opensim()
+    model = osim.Model(arm26_osim_path())
+    osim.DeGrooteFregly2016Muscle.replaceMuscles(model)
+    for i in range(model.getMuscles().getSize()):
+        mus = osim.DeGrooteFregly2016Muscle.safeDownCast(model.getMuscles().get(i))
+        mus.set_activation_time_constant(0.015)
+        mus.set_deactivation_time_constant(0.060)
+    model.finalizeFromProperties()
+    model.printToXML(str(out_path))
+    return str(out_path)
+
+
+def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accuracy=1e-9):
+    """OpenSim's Manager on an .osim whose muscles follow piecewise-linear excitations
+    (columns in the model's muscle order), muscles equilibrated at q0 with activation equal
+    to the first excitation. Returns q at ts, (len(ts), len(coordinates))."""
+    osim = import_opensim()
+    model = osim.Model(str(osim_file))
+    muscles = model.getMuscles()
+    names = [muscles.get(i).getName() for i in range(muscles.getSize())]
+    controller = osim.PrescribedController()
+    for k, name in enumerate(names):
+        controller.addActuator(muscles.get(name))
+        fn = osim.PiecewiseLinearFunction()
+        for t, e in zip(ts, excitation[:, k]):
+            fn.addPoint(float(t), float(e))
+        controller.prescribeControlForActuator(name, fn)
+    model.addController(controller)
+    state = model.initSystem()
+    coords = [model.getCoordinateSet().get(c) for c in coordinates]
+    for c, v in zip(coords, q0):
+        c.setValue(state, float(v))
+    for k, name in enumerate(names):
+        model.getMuscles().get(name).setActivation(state, float(excitation[0, k]))
+    model.equilibrateMuscles(state)
+    manager = osim.Manager(model)
+    manager.setIntegratorAccuracy(accuracy)
+    manager.initialize(state)
+    qs = [list(q0)]
+    for t in ts[1:]:
+        state = manager.integrate(float(t))
+        qs.append([c.getValue(state) for c in coords])
+    return np.array(qs)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._model import Model
-from ..muscle import DeGrooteActivation, DeGrooteFregly2016Muscle, MuscleParameters
+from ..muscle import DeGrooteActivation, DeGrooteCurves, DeGrooteFregly2016Muscle, MuscleParameters
 from ..skeleton._path import PolynomialPath
 
 
@@ -42,23 +42,73 @@ def _muscle_activation_time_constants(osim, muscle) -> tuple[float, float]:
     return 0.015, 0.060
 
 
-def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray) -> np.ndarray:
-    """OpenSim's MTU lengths (m), (n_samples, n_muscles), at the coordinate samples q."""
+def _curve_constants(osim, muscle) -> dict:
+    """The De Groote curve constants an OpenSim muscle implies (what OpenSim's
+    `DeGrooteFregly2016Muscle::replaceMuscles` carries over), or {} when the class has none."""
+    dgf = osim.DeGrooteFregly2016Muscle.safeDownCast(muscle)
+    if dgf is not None:
+        return dict(tendon_strain_at_one_norm_force=dgf.get_tendon_strain_at_one_norm_force(),
+                    passive_fiber_strain_at_one_norm_force=(
+                        dgf.get_passive_fiber_strain_at_one_norm_force()),
+                    active_force_width_scale=dgf.get_active_force_width_scale())
+    thelen = osim.Thelen2003Muscle.safeDownCast(muscle)
+    if thelen is not None:
+        return dict(tendon_strain_at_one_norm_force=thelen.get_FmaxTendonStrain(),
+                    passive_fiber_strain_at_one_norm_force=thelen.get_FmaxMuscleStrain())
+    millard = osim.Millard2012EquilibriumMuscle.safeDownCast(muscle)
+    if millard is not None:
+        return dict(tendon_strain_at_one_norm_force=(
+            millard.getTendonForceLengthCurve().getStrainAtOneNormForce()))
+    return {}
+
+
+def _model_curves(osim, objs, names, path) -> DeGrooteCurves:
+    """One `DeGrooteCurves` for all muscles; warns when the file's muscles disagree."""
+    consts = [_curve_constants(osim, m) for m in objs]
+    chosen = {}
+    for key in ("tendon_strain_at_one_norm_force", "passive_fiber_strain_at_one_norm_force",
+                "active_force_width_scale"):
+        values = {n: c[key] for n, c in zip(names, consts) if key in c}
+        if not values:
+            continue
+        distinct = sorted(set(values.values()))
+        chosen[key] = float(np.median(list(values.values())))
+        if len(distinct) > 1:
+            warnings.warn(f"load_osim: the muscles of {path} have different {key} "
+                          f"({values}); jaxmsk's curves are shared by all muscles, so the "
+                          f"median {chosen[key]} is used.", stacklevel=3)
+    damped = [n for n, m in zip(names, objs)
+              if osim.DeGrooteFregly2016Muscle.safeDownCast(m) is not None
+              and osim.DeGrooteFregly2016Muscle.safeDownCast(m).get_fiber_damping() != 0.0]
+    if damped:
+        warnings.warn(f"load_osim: muscles {damped} of {path} have fiber_damping > 0, which "
+                      "jaxmsk does not model; they are loaded without fibre damping.",
+                      stacklevel=3)
+    return DeGrooteCurves.opensim(**chosen)
+
+
+def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray,
+                       moment_arms: bool = False):
+    """OpenSim's MTU lengths (m), (n_samples, n_muscles), at the coordinate samples q;
+    with `moment_arms`, also OpenSim's moment arms (m), (n_samples, n_muscles, n_dofs)."""
     coord_set = osim_model.getCoordinateSet()
     coords = [coord_set.get(name) for name in coordinates]
     muscle_set = osim_model.getMuscles()
     objs = [muscle_set.get(name) for name in muscles]
     out = np.empty((q.shape[0], len(objs)))
+    arms = np.empty((q.shape[0], len(objs), len(coords)))
     for i, qi in enumerate(q):
         for c, v in zip(coords, qi):
             c.setValue(state, float(v), False)
         osim_model.realizePosition(state)
         out[i] = [m.getLength(state) for m in objs]
-    return out
+        if moment_arms:
+            arms[i] = [[m.computeMomentArm(state, c) for c in coords] for m in objs]
+    return (out, arms) if moment_arms else out
 
 
-def load_osim(path, coordinates=None, muscles=None, *, tendon=None, n_samples=None,
-              max_degree=8, seed=0):
+def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
+              n_samples=None, max_degree=10, seed=0):
     """Read an OpenSim model into a jaxmsk `Model`.
 
     Args:
@@ -68,11 +118,21 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, n_samples=No
         muscles: names of the muscles to keep (default: all, file order).
         tendon: "compliant" or "rigid" for every muscle (default: compliant unless every
             muscle in the file has `ignore_tendon_compliance`).
-        n_samples: path samples over the coordinate ranges (default 400·n_dofs, at least 400).
+        ranges: {coordinate: (min, max)} (rad) to sample the paths over instead of the
+            file's coordinate ranges, e.g. the range a task uses. OpenSim's wrapping makes
+            some paths jump or kink over the full range (arm26's TRIlong above ~0.7 rad
+            shoulder elevation), which no smooth surrogate follows; a task range avoids that.
+        n_samples: path samples over the coordinate ranges (default 600·n_dofs, at least 600).
         max_degree: highest polynomial degree tried for the paths.
 
+    The paths are fitted to OpenSim's lengths and moment arms (`computeMomentArm`) together.
+    The muscles' curve constants (tendon strain at one normalised force, passive fibre strain,
+    active-force width) are read from De Groote, Thelen and Millard muscles as OpenSim's
+    `replaceMuscles` carries them over.
+
     Returns a `Model`; `model.path.fit_rms` / `fit_max` hold the held-out length errors (m)
-    per muscle of the chosen polynomial degree (`model.path.degree`).
+    and `fit_moment_arm_rms` / `fit_moment_arm_max` the moment-arm errors (m) per muscle of
+    the chosen polynomial degree (`model.path.degree`).
 
     Raises ValueError naming the joint for joints other than single-axis rotations, and
     warns (never silently drops) about force elements acting on the coordinates that are
@@ -111,19 +171,32 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, n_samples=No
 
     # Sample the paths over the coordinates' ranges (uniformly, plus the range corners).
     coord_set = osim_model.getCoordinateSet()
-    ranges = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
-                       for c in coord_names])
+    box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
+                    for c in coord_names])
+    if ranges is not None:
+        unknown = [c for c in ranges if c not in coord_names]
+        if unknown:
+            raise ValueError(f"load_osim: ranges names {unknown}, which are not among the loaded "
+                             f"coordinates {coord_names}.")
+        for c, r in ranges.items():
+            lo, hi = (float(v) for v in r)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"load_osim: ranges[{c!r}] = {r}; give (min, max) in rad "
+                                 "with min < max.")
+            box[coord_names.index(c)] = (lo, hi)
     n_dofs = len(coord_names)
-    n = max(400, 400 * n_dofs) if n_samples is None else int(n_samples)
+    n = max(600, 600 * n_dofs) if n_samples is None else int(n_samples)
     rng = np.random.default_rng(seed)
-    q = rng.uniform(ranges[:, 0], ranges[:, 1], size=(n, n_dofs))
-    lengths = sample_mtu_lengths(osim_model, state, coord_names, muscles, q)
-    poly = PolynomialPath.fit(q, lengths, max_degree=max_degree, seed=seed, ranges=ranges)
+    q = rng.uniform(box[:, 0], box[:, 1], size=(n, n_dofs))
+    lengths, arms = sample_mtu_lengths(osim_model, state, coord_names, muscles, q,
+                                       moment_arms=True)
+    poly = PolynomialPath.fit(q, lengths, arms, max_degree=max_degree, seed=seed, ranges=box)
 
     dtype = jnp.result_type(float)
     params = MuscleParameters(*(jnp.asarray(fields[:, k], dtype) for k in range(5)))
     model = Model(
-        muscles=DeGrooteFregly2016Muscle(params, tendon=tendon),
+        muscles=DeGrooteFregly2016Muscle(params, tendon=tendon,
+                                         curves=_model_curves(osim, objs, muscles, path)),
         activation=DeGrooteActivation(jnp.asarray(taus[:, 0], dtype), jnp.asarray(taus[:, 1], dtype)),
         skeleton=skeleton,
         path=poly,
@@ -132,3 +205,63 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, n_samples=No
         coordinate_names=tuple(coord_names),
     )
     return model
+
+
+def write_osim_polynomial_paths(model: Model, source, out, *, overwrite: bool = False) -> str:
+    """Write a copy of the OpenSim model `source` whose muscles follow `model`'s polynomial
+    paths (OpenSim `FunctionBasedPath`s with `MultivariatePolynomialFunction` lengths; OpenSim
+    takes moment arms and lengthening speeds from the polynomial's derivatives).
+
+    OpenSim then simulates exactly the geometry jaxmsk simulates, which separates the
+    surrogate's error from the dynamics when the two are compared, and lets a fitted or
+    identified path be used in OpenSim's tools. Only the muscles of `model` are changed
+    (matched by name); coordinates must be `model.coordinate_names`.
+
+    The file is written to a temporary name and renamed into place; an existing `out` is
+    kept unless `overwrite=True`. Returns the path written.
+    """
+    osim = import_opensim()
+    source, out = os.fspath(source), os.fspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"write_osim_polynomial_paths: {out!r} exists; pass overwrite=True "
+                              "or choose another name.")
+    if model.path.n_dofs > 6:
+        raise ValueError("OpenSim's MultivariatePolynomialFunction takes at most 6 coordinates; "
+                         f"this path has {model.path.n_dofs}.")
+    if not model.muscle_names or not model.coordinate_names:
+        raise ValueError("write_osim_polynomial_paths needs model.muscle_names and "
+                         "model.coordinate_names to match the OpenSim model's components.")
+    raw = model.path.in_raw_coordinates()
+    osim_model = osim.Model(source)
+    coord_set = osim_model.getCoordinateSet()
+    missing = [c for c in model.coordinate_names if not coord_set.contains(c)]
+    muscle_set = osim_model.getMuscles()
+    missing += [m for m in model.muscle_names if not muscle_set.contains(m)]
+    if missing:
+        raise ValueError(f"write_osim_polynomial_paths: {missing} are not in {source}.")
+    coord_paths = osim.StdVectorString()
+    for c in model.coordinate_names:
+        coord_paths.append(coord_set.get(c).getAbsolutePathString())
+    coefficients = np.asarray(raw.coefficients, np.float64)
+    for i, name in enumerate(model.muscle_names):
+        fn = osim.MultivariatePolynomialFunction()
+        fn.setDimension(raw.n_dofs)
+        fn.setOrder(raw.degree)
+        fn.setCoefficients(osim.Vector([float(v) for v in coefficients[i]]))
+        fbp = osim.FunctionBasedPath()
+        fbp.setName("path")
+        fbp.setCoordinatePaths(coord_paths)
+        fbp.setLengthFunction(fn)
+        muscle_set.get(name).set_path(fbp)
+    osim_model.finalizeFromProperties()
+    directory = os.path.dirname(os.path.abspath(out))
+    tmp = os.path.join(directory, f".{os.path.basename(out)}.{os.getpid()}.tmp")
+    try:
+        osim_model.printToXML(tmp)
+        if not overwrite and os.path.exists(out):
+            raise FileExistsError(f"write_osim_polynomial_paths: {out!r} appeared while writing.")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out

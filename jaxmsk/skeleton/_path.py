@@ -10,6 +10,7 @@ multidimensional autogenerating polynomials", PLoS Comput. Biol. 16:e1008350.
 from __future__ import annotations
 
 import itertools
+import math
 
 import equinox as eqx
 import jax
@@ -39,6 +40,8 @@ class PolynomialPath(eqx.Module):
         fit_rms, fit_max: static per-muscle held-out length errors (m) of the fit that made
             this path (empty when the path was not fitted), on the samples kept.
         fit_outliers: samples left out of the fit because the sampled length jumped there.
+        fit_moment_arm_rms, fit_moment_arm_max: static per-muscle held-out moment-arm errors
+            (m) when the fit was given moment arms (empty otherwise).
     """
 
     coefficients: Float[Array, "muscles terms"]
@@ -48,6 +51,8 @@ class PolynomialPath(eqx.Module):
     fit_rms: tuple[float, ...] = eqx.field(static=True, default=())
     fit_max: tuple[float, ...] = eqx.field(static=True, default=())
     fit_outliers: int = eqx.field(static=True, default=0)
+    fit_moment_arm_rms: tuple[float, ...] = eqx.field(static=True, default=())
+    fit_moment_arm_max: tuple[float, ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
         n_terms, n_dofs = len(self.exponents), len(self.exponents[0]) if self.exponents else 0
@@ -104,6 +109,7 @@ class PolynomialPath(eqx.Module):
         cls,
         q: Float[ArrayLike, "samples dofs"],
         lengths: Float[ArrayLike, "samples muscles"],
+        moment_arms: Float[ArrayLike, "samples muscles dofs"] | None = None,
         *,
         max_degree: int = 8,
         holdout: float = 0.25,
@@ -114,13 +120,20 @@ class PolynomialPath(eqx.Module):
         """Least-squares fit, with the total degree chosen by held-out error.
 
         For each degree 1 … max_degree the polynomial is fitted on a random (1 − holdout)
-        share of the samples and scored by the worst muscle's RMS error on the rest; the
-        degree with the smallest held-out error is refitted on all samples. The held-out
-        RMS and max errors (m) of the chosen degree are stored in `fit_rms`, `fit_max`.
+        share of the samples and scored by the worst muscle's held-out RMS error; the degree
+        with the smallest held-out error is refitted on all samples. The held-out RMS and
+        max errors (m) of the chosen degree are stored in `fit_rms`, `fit_max` (and
+        `fit_moment_arm_rms`, `fit_moment_arm_max`).
 
         Args:
             q: joint angles (rad), (n_samples, n_dofs).
             lengths: MTU lengths (m), (n_samples, n_muscles).
+            moment_arms: optional sampled moment arms r = −∂l_MT/∂q (m), (n_samples,
+                n_muscles, n_dofs), e.g. OpenSim's `computeMomentArm`. They enter the least
+                squares as extra rows (a Hermite fit, lengths and moment arms weighted alike
+                with q in rad) and the held-out score, so the moments the model produces
+                follow the sampled ones, not only the lengths. Non-finite moment arms (OpenSim
+                returns NaN where a wrap fails) are left out.
             ranges: (n_dofs, 2) coordinate ranges for normalisation (default: sample range).
             robust: leave out samples where the sampled lengths jump (see below); their
                 number is stored in `fit_outliers`.
@@ -134,49 +147,117 @@ class PolynomialPath(eqx.Module):
             )
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(y))):
             raise ValueError("PolynomialPath.fit: q or lengths contain NaN or inf.")
+        n_samples, n_dofs = q.shape
+        n_muscles = y.shape[1]
+        if moment_arms is not None:
+            ma = np.asarray(moment_arms, dtype=np.float64)
+            if ma.shape != (n_samples, n_muscles, n_dofs):
+                raise ValueError(f"PolynomialPath.fit: moment_arms has shape {ma.shape}; expected "
+                                 f"(samples, muscles, dofs) = {(n_samples, n_muscles, n_dofs)}.")
         lo, hi = (q.min(0), q.max(0)) if ranges is None else np.asarray(ranges, np.float64).T
         centre = 0.5 * (lo + hi)
         scale = np.where(hi > lo, 0.5 * (hi - lo), 1.0)
         x = (q - centre) / scale
         rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(q))
-        n_test = max(1, int(round(holdout * len(q))))
+        perm = rng.permutation(n_samples)
+        n_test = max(1, int(round(holdout * n_samples)))
         test, train = perm[:n_test], perm[n_test:]
 
         def design(exps, xs):
             e = np.asarray(exps)
             return np.prod(xs[:, None, :] ** e[None, :, :], axis=-1)
 
+        def design_grad(exps, xs):
+            """∂(monomials)/∂q_j, (samples, dofs, terms)."""
+            e = np.asarray(exps)
+            out = []
+            for j in range(n_dofs):
+                ej = e.copy()
+                ej[:, j] = np.maximum(e[:, j] - 1, 0)
+                out.append(e[None, :, j] * np.prod(xs[:, None, :] ** ej[None], axis=-1) / scale[j])
+            return np.stack(out, axis=1)
+
         # Samples where the sampled path jumps (e.g. an OpenSim wrapping surface switching
         # solution) would drag a global polynomial far off everywhere; they are found by a
         # first fit (residual > 10 robust standard deviations and > 1 mm) and left out.
-        keep = np.ones(len(q), bool)
+        keep = np.ones(n_samples, bool)
         if robust:
-            exps0 = monomial_exponents(q.shape[1], min(max_degree, 6))
+            exps0 = monomial_exponents(n_dofs, min(max_degree, 6))
             coef0, *_ = np.linalg.lstsq(design(exps0, x), y, rcond=None)
             res = np.abs(design(exps0, x) @ coef0 - y)
             mad = 1.4826 * np.median(res, axis=0)
             keep = np.all((res <= 10 * mad) | (res <= 1e-3), axis=1)
         train, test = train[keep[train]], test[keep[test]]
 
+        def solve(exps, rows):
+            """Per-muscle coefficients (terms, muscles) from the samples `rows`."""
+            a = design(exps, x[rows])
+            if moment_arms is None:
+                return np.linalg.lstsq(a, y[rows], rcond=None)[0]
+            g = design_grad(exps, x[rows])  # (rows, dofs, terms)
+            coef = np.empty((len(exps), n_muscles))
+            for m in range(n_muscles):
+                ok = np.all(np.isfinite(ma[rows, m]), axis=1)
+                big = np.concatenate([a, g[ok].reshape(-1, len(exps))])
+                rhs = np.concatenate([y[rows, m], -ma[rows, m][ok].reshape(-1)])
+                coef[:, m] = np.linalg.lstsq(big, rhs, rcond=None)[0]
+            return coef
+
+        def errors(exps, coef, rows):
+            err = design(exps, x[rows]) @ coef - y[rows]
+            stats = [np.sqrt(np.mean(err**2, axis=0)), np.abs(err).max(axis=0)]
+            if moment_arms is not None:
+                r = -np.einsum("sjt,tm->smj", design_grad(exps, x[rows]), coef)
+                e = np.where(np.isfinite(ma[rows]), r - ma[rows], np.nan)
+                stats += [np.sqrt(np.nanmean(e**2, axis=(0, 2))), np.nanmax(np.abs(e), axis=(0, 2))]
+            return stats
+
         best = None
         for degree in range(1, max_degree + 1):
-            exps = monomial_exponents(q.shape[1], degree)
+            exps = monomial_exponents(n_dofs, degree)
             if len(exps) > len(train):
                 break
-            coef, *_ = np.linalg.lstsq(design(exps, x[train]), y[train], rcond=None)
-            err = design(exps, x[test]) @ coef - y[test]
-            rms = np.sqrt(np.mean(err**2, axis=0))
-            score = float(rms.max())
+            stats = errors(exps, solve(exps, train), test)
+            score = float(np.max(stats[0] + (stats[2] if moment_arms is not None else 0.0)))
             if best is None or score < best[0] * (1 - 1e-3):
-                best = (score, exps, rms, np.abs(err).max(axis=0))
-        _, exps, rms, mx = best
-        coef, *_ = np.linalg.lstsq(design(exps, x[keep]), y[keep], rcond=None)
+                best = (score, exps, stats)
+        _, exps, stats = best
+        coef = solve(exps, np.flatnonzero(keep))
         dtype = jnp.result_type(float)
+        as_tuple = lambda v: tuple(float(u) for u in v)  # noqa: E731
         return cls(coefficients=jnp.asarray(coef.T, dtype), centre=jnp.asarray(centre, dtype),
                    scale=jnp.asarray(scale, dtype), exponents=exps,
-                   fit_rms=tuple(float(v) for v in rms), fit_max=tuple(float(v) for v in mx),
-                   fit_outliers=int((~keep).sum()))
+                   fit_rms=as_tuple(stats[0]), fit_max=as_tuple(stats[1]),
+                   fit_outliers=int((~keep).sum()),
+                   fit_moment_arm_rms=as_tuple(stats[2]) if moment_arms is not None else (),
+                   fit_moment_arm_max=as_tuple(stats[3]) if moment_arms is not None else ())
+
+    def in_raw_coordinates(self) -> "PolynomialPath":
+        """The same polynomial in the raw coordinates q (centre 0, scale 1), with every
+        monomial of total degree ≤ `degree` in lexicographic exponent order — the order of
+        OpenSim's `MultivariatePolynomialFunction` coefficients (see
+        `jaxmsk.io.write_osim_polynomial_paths`). Lengths agree to rounding; the raw form
+        is worse conditioned, so keep the normalised one for computing."""
+        n, deg = self.n_dofs, self.degree
+        exps = sorted(e for e in itertools.product(range(deg + 1), repeat=n) if sum(e) <= deg)
+        index = {e: i for i, e in enumerate(exps)}
+        centre, scale = np.asarray(self.centre, np.float64), np.asarray(self.scale, np.float64)
+        coef = np.asarray(self.coefficients, np.float64)
+        out = np.zeros((coef.shape[0], len(exps)))
+        for k, e in enumerate(self.exponents):
+            # Π_j ((q_j − c_j)/s_j)^{e_j}, each factor expanded by the binomial theorem.
+            factors = [[(i, math.comb(ej, i) * (-centre[j]) ** (ej - i) / scale[j] ** ej)
+                        for i in range(ej + 1)] for j, ej in enumerate(e)]
+            for combo in itertools.product(*factors):
+                powers = tuple(i for i, _ in combo)
+                out[:, index[powers]] += coef[:, k] * math.prod(w for _, w in combo)
+        dtype = self.coefficients.dtype
+        return PolynomialPath(coefficients=jnp.asarray(out, dtype), centre=jnp.zeros(n, dtype),
+                              scale=jnp.ones(n, dtype), exponents=tuple(exps),
+                              fit_rms=self.fit_rms, fit_max=self.fit_max,
+                              fit_outliers=self.fit_outliers,
+                              fit_moment_arm_rms=self.fit_moment_arm_rms,
+                              fit_moment_arm_max=self.fit_moment_arm_max)
 
     @property
     def degree(self) -> int:
@@ -188,7 +269,9 @@ class PolynomialPath(eqx.Module):
         return dict(coefficients=np.asarray(self.coefficients).tolist(),
                     centre=np.asarray(self.centre).tolist(), scale=np.asarray(self.scale).tolist(),
                     exponents=[list(e) for e in self.exponents], fit_rms=list(self.fit_rms),
-                    fit_max=list(self.fit_max), fit_outliers=self.fit_outliers)
+                    fit_max=list(self.fit_max), fit_outliers=self.fit_outliers,
+                    fit_moment_arm_rms=list(self.fit_moment_arm_rms),
+                    fit_moment_arm_max=list(self.fit_moment_arm_max))
 
     @classmethod
     def from_dict(cls, d: dict) -> "PolynomialPath":
@@ -197,7 +280,9 @@ class PolynomialPath(eqx.Module):
                    centre=jnp.asarray(d["centre"], dtype), scale=jnp.asarray(d["scale"], dtype),
                    exponents=tuple(tuple(int(v) for v in e) for e in d["exponents"]),
                    fit_rms=tuple(d.get("fit_rms", ())), fit_max=tuple(d.get("fit_max", ())),
-                   fit_outliers=int(d.get("fit_outliers", 0)))
+                   fit_outliers=int(d.get("fit_outliers", 0)),
+                   fit_moment_arm_rms=tuple(d.get("fit_moment_arm_rms", ())),
+                   fit_moment_arm_max=tuple(d.get("fit_moment_arm_max", ())))
 
 
 __all__ = ["PolynomialPath", "monomial_exponents"]
