@@ -89,6 +89,9 @@ def save_model_json(path, model, *, overwrite: bool = False, **metadata) -> None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(model_to_json(model, **metadata))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -97,5 +100,12 @@ def save_model_json(path, model, *, overwrite: bool = False, **metadata) -> None
 
 
 def load_model_json(path):
+    """A model saved by `save_model_json` (arrays in JAX's default float dtype)."""
     with open(path) as f:
         return model_from_json(f.read())
+
+
+def model_json_metadata(path) -> dict:
+    """The metadata stored with a model file (source, fit errors, ...)."""
+    with open(path) as f:
+        return json.load(f).get("metadata", {})
