@@ -4,9 +4,12 @@ Prints the maximum errors behind README's parity table (the tests assert the thr
 every De Groote–Fregly curve on dense grids vs `opensim.DeGrooteFregly2016Muscle`; static
 equilibria (compliant and rigid) on random physiological muscles vs `equilibrateMuscles`;
 the compliant-tendon state derivative vs OpenSim's; MuJoCo's muscle gain, bias and
-activation dynamics vs `mujoco.mju_muscle*`.
+activation dynamics vs `mujoco.mju_muscle*`; forward simulations vs OpenSim's Manager: the
+block on a slider, and arm26 with De Groote–Fregly muscles (1 s from a non-zero pose with
+time-varying excitations, as in tests/test_arm26_parity.py) both with the same polynomial
+geometry in OpenSim (`write_osim_polynomial_paths`) and with OpenSim's own wrapped paths.
 
-    python benchmarks/parity.py [--cases 1000]
+    python benchmarks/parity.py [--cases 1000] [--skip-simulations]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=1000)
+    ap.add_argument("--skip-simulations", action="store_true")
     args = ap.parse_args(argv)
 
     import jax
@@ -105,11 +109,51 @@ def main(argv=None) -> int:
     rows.append(("MuJoCo mju_muscleDynamics (2,000 points)", "max abs error",
                  np.max(np.abs(np.asarray(dyn.derivative(ctrl, act)) - ref))))
 
+    if not args.skip_simulations:
+        rows += _simulation_rows()
+
     print("| quantity | measure | jaxmsk vs oracle |")
     print("|---|---|---:|")
     for name, measure, err in rows:
         print(f"| {name} | {measure} | {err:.1e} |")
     return 0
+
+
+def _simulation_rows():
+    import tempfile
+
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import jaxmsk as msk
+    from helpers import arm26_dgf_osim, opensim_block_simulation, opensim_model_simulation
+    from test_arm26_parity import EXC, Q0, TS
+    from test_simulate import EXCITATIONS, block_model
+
+    rows = []
+    ts = np.linspace(0.0, 1.0, 101)
+    for tendon in ("compliant", "rigid"):
+        for kind, exc in EXCITATIONS.items():
+            ref = opensim_block_simulation(ts, exc, rigid=tendon == "rigid")
+            tr = msk.simulate(block_model(tendon), jnp.asarray(exc)[:, None], jnp.asarray(ts),
+                              q0=jnp.array([0.31]), rtol=1e-9, atol=1e-11)
+            rows.append((f"block on a slider, {tendon} tendon, {kind} excitation, 1 s: position",
+                         "max abs error (m)", float(np.max(np.abs(np.asarray(tr.q[:, 0]) - ref)))))
+    with tempfile.TemporaryDirectory() as tmp:
+        dgf = arm26_dgf_osim(f"{tmp}/arm26_dgf.osim")
+        model = msk.load_osim(dgf, ranges={"r_shoulder_elev": (-1.2, 0.7)})
+        poly = msk.io.write_osim_polynomial_paths(model, dgf, f"{tmp}/arm26_poly.osim")
+        tr = eqx.filter_jit(msk.simulate)(model, jnp.asarray(EXC), jnp.asarray(TS),
+                                          q0=jnp.asarray(Q0), solver="explicit", rtol=1e-8,
+                                          atol=1e-10)
+        q = np.asarray(tr.q)
+        for label, path in (("same polynomial paths in OpenSim", poly),
+                            ("OpenSim's wrapped paths", dgf)):
+            ref = opensim_model_simulation(path, model.coordinate_names, TS, EXC, Q0)
+            err = np.max(np.abs(q - ref), axis=0)
+            for name, e in zip(model.coordinate_names, err):
+                rows.append((f"arm26 DGF 1 s, {label}: {name}", "max abs error (rad)", float(e)))
+    return rows
 
 
 if __name__ == "__main__":

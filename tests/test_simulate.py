@@ -114,3 +114,15 @@ def test_bad_inputs():
         msk.simulate(model, jnp.zeros((1, 1)), jnp.zeros(1), q0=jnp.array([0.3]))
     with pytest.raises(ValueError, match="needs a jaxmsk.Model"):
         msk.simulate("wrist", jnp.zeros((11, 1)), ts, q0=jnp.array([0.3]))
+    with pytest.raises(ValueError, match="use 'stiff'"):
+        msk.simulate(model, jnp.zeros((11, 1)), ts, q0=jnp.array([0.3]), solver="rk4")
+    with pytest.raises(ValueError, match="diffrax solver"):
+        msk.simulate(model, jnp.zeros((11, 1)), ts, q0=jnp.array([0.3]), solver=3)
+
+
+def test_explicit_and_stiff_solvers_agree():
+    model = block_model()
+    exc = jnp.asarray(EXCITATIONS["varying"])[:, None]
+    stiff = msk.simulate(model, exc, jnp.asarray(TS), q0=jnp.array([0.31]), solver="stiff")
+    explicit = msk.simulate(model, exc, jnp.asarray(TS), q0=jnp.array([0.31]), solver="explicit")
+    assert float(jnp.max(jnp.abs(stiff.q - explicit.q))) < 1e-5
