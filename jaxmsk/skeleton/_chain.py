@@ -225,7 +225,9 @@ class SerialChain(eqx.Module):
         init = (jnp.eye(3, dtype=dtype), jnp.zeros(3, dtype=dtype))
         per_joint = (self.parent_offset, self.parent_rotation, self.child_offset,
                      self.child_rotation, self.axis, q)
-        _, (rotations, origins) = jax.lax.scan(joint, init, per_joint)
+        # Unrolled: chains are short, and a rolled scan inside the nested derivatives of the
+        # Lagrangian, inside the solver loop, cost arm26 most of its vector-field time on CPU.
+        _, (rotations, origins) = jax.lax.scan(joint, init, per_joint, unroll=True)
         return rotations, origins
 
     def body_transforms(self, q: ArrayLike) -> tuple[Float[Array, "dofs 3 3"], Float[Array, "dofs 3"]]:
