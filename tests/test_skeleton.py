@@ -282,6 +282,21 @@ def test_custom_joints_welds_and_locked_joints_match_opensim():
     assert errs.max() <= DYNAMICS_REL, errs
 
 
+def test_recursive_dynamics_equal_the_lagrangian(pin_chain):
+    """`acceleration` uses rigid-body recursions; they equal the Lagrangian's M and bias."""
+    model = custom_tree_model(np.random.default_rng(5))
+    model.initSystem()
+    tree, _, _, _ = chain_from_opensim(model)
+    rng = np.random.default_rng(8)
+    for chain in (pin_chain[1], tree):
+        for _ in range(5):
+            q = jnp.asarray(rng.uniform(-np.pi, np.pi, chain.n_dofs))
+            qdot = jnp.asarray(rng.uniform(-3.0, 3.0, chain.n_dofs))
+            m, bias = chain._recursive_terms(q, qdot)
+            assert rel_err(m, np.asarray(chain.mass_matrix(q))) < 1e-13
+            assert rel_err(bias, np.asarray(chain.bias_forces(q, qdot))) < 1e-13
+
+
 def test_custom_joint_velocity_quirk_warns():
     """OpenSim's angular velocity ignores a constant rotation preceding the moving axis."""
     rng = np.random.default_rng(12)
