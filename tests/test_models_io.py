@@ -59,6 +59,10 @@ def test_load_osim_errors(tmp_path):
         msk.load_osim(tmp_path / "missing.osim")
     with pytest.raises(ValueError, match="not in"):
         msk.load_osim(arm26_path(), muscles=["NOPE"])
+    with pytest.raises(ValueError, match="not among the loaded coordinates"):
+        msk.load_osim(arm26_path(), ranges={"nope": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="min < max"):
+        msk.load_osim(arm26_path(), ranges={"r_elbow_flex": (1.0, 0.5)})
 
 
 def test_model_json_round_trip_is_exact(arm26, tmp_path):

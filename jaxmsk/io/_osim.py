@@ -169,7 +169,7 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
             warnings.warn(f"load_osim: {path} mixes rigid and compliant tendons; all muscles are "
                           "loaded with compliant tendons (pass tendon= to choose).", stacklevel=2)
 
-    # Sample the paths over the coordinates' ranges (uniformly, plus the range corners).
+    # Sample the paths uniformly over the coordinates' ranges (or the given task ranges).
     coord_set = osim_model.getCoordinateSet()
     box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
                     for c in coord_names])

@@ -225,8 +225,8 @@ class SerialChain(eqx.Module):
         init = (jnp.eye(3, dtype=dtype), jnp.zeros(3, dtype=dtype))
         per_joint = (self.parent_offset, self.parent_rotation, self.child_offset,
                      self.child_rotation, self.axis, q)
-        # Unrolled: chains are short, and a rolled scan inside the nested derivatives of the
-        # Lagrangian, inside the solver loop, cost arm26 most of its vector-field time on CPU.
+        # Unrolled: chains are short, and a rolled scan inside the Lagrangian's nested
+        # derivatives is slow on CPU (arm26's acceleration: 10.6 → 6.8 µs per state).
         _, (rotations, origins) = jax.lax.scan(joint, init, per_joint, unroll=True)
         return rotations, origins
 
@@ -339,7 +339,10 @@ class SerialChain(eqx.Module):
         return mass, jnp.stack(bias)
 
     def _acceleration(self, q: Array, qdot: Array, tau: Array) -> Array:
-        mass, bias = self._recursive_terms(q, qdot)
+        if self.n_dofs <= _RECURSIVE_MAX:
+            mass, bias = self._recursive_terms(q, qdot)
+        else:  # the recursions are unrolled in Python: keep compile time bounded
+            mass, bias = self._mass_matrix(q), self._bias(q, qdot)
         rhs = tau - bias
         if self.n_dofs <= _UNROLLED_CHOLESKY_MAX:
             return _unrolled_cholesky_solve(mass, rhs)
@@ -372,6 +375,8 @@ class SerialChain(eqx.Module):
 # per 2×2 system (arm26's whole vector field took 21 µs per state, 95 % of it here); the
 # unrolled form vectorises across the batch like any other arithmetic.
 _UNROLLED_CHOLESKY_MAX = 6
+# Up to this many DoFs `acceleration` uses `_recursive_terms` (unrolled, O(n³) operations).
+_RECURSIVE_MAX = 12
 
 
 def _unrolled_cholesky_solve(mass: Array, rhs: Array) -> Array:
