@@ -59,6 +59,9 @@ def test_load_osim_carries_curve_constants_and_fits_moment_arms(arm26_files):
     # replaceMuscles carries Thelen's FmaxTendonStrain (0.033 in arm26) over.
     assert abs(model.muscles.curves.tendon_strain - 0.033) < 1e-12
     assert len(model.path.fit_moment_arm_rms) == 6
+    # The polynomial .osim is never overwritten unless asked.
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        msk.io.write_osim_polynomial_paths(model, dgf, arm26_files[2])
     # In the task range the surrogate follows OpenSim's moment arms to a few hundredths of a mm.
     assert max(model.path.fit_moment_arm_rms) < 5e-5, model.path.fit_moment_arm_rms
 
