@@ -21,29 +21,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
-
-def _arm26_dgf_file(tmpdir: str) -> str:
-    import opensim as osim
-
-    osim.Logger.setLevelString("error")
-    src = os.path.join(find_spec("osim").submodule_search_locations[0], "models", "arm26.osim")
-    model = osim.Model(src)
-    osim.DeGrooteFregly2016Muscle.replaceMuscles(model)
-    for i in range(model.getMuscles().getSize()):
-        m = osim.DeGrooteFregly2016Muscle.safeDownCast(model.getMuscles().get(i))
-        m.set_activation_time_constant(0.015)
-        m.set_deactivation_time_constant(0.060)
-    model.finalizeFromProperties()
-    out = os.path.join(tmpdir, "arm26_dgf.osim")
-    model.printToXML(out)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _excitation(ts, n_muscles, rng):
@@ -131,7 +116,9 @@ def main(argv=None) -> int:
     q0 = np.array([0.3, 0.8])
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = _arm26_dgf_file(tmp)
+        from helpers import arm26_dgf_osim  # tests/helpers.py: the oracle builders
+
+        path = arm26_dgf_osim(os.path.join(tmp, "arm26_dgf.osim"))
         models = {"arm26": msk.load_osim(path), "wrist": msk.models.wrist()}
         exc0 = _excitation(ts, 6, rng)
         osim_s = _opensim_seconds(path, ts, exc0, q0)
