@@ -3,6 +3,7 @@
 Importing jaxmsk changes no JAX configuration (x64 stays the user's choice).
 """
 
+from . import data as data
 from . import io as io
 from . import models as models
 from . import muscle as muscle
@@ -10,6 +11,7 @@ from . import skeleton as skeleton
 from ._model import Model as Model
 from ._model import ModelOutputs as ModelOutputs
 from ._model import ModelState as ModelState
+from ._scale import scale_parameters as scale_parameters
 from ._simulate import Trajectory as Trajectory
 from ._simulate import simulate as simulate
 from .io import load_osim as load_osim

@@ -4,8 +4,26 @@
   loaded `opensim.Model`.
 - `_osim.py`: `load_osim` (an .osim file as a `Model`, paths fitted to OpenSim's) and
   `write_osim_polynomial_paths` (an .osim whose muscles follow a model's polynomial paths).
+- `_sto.py`: OpenSim .sto/.mot and CSV tables (`read_sto`, `write_sto`, `read_csv`,
+  `write_csv`, `Table`).
+- `_cohort_files.py`: `save_cohort` / `load_cohort` (a folder of npz + JSON).
+- `_checkpoint.py`: `save_checkpoint` / `load_checkpoint` / `latest_checkpoint` (Equinox
+  serialisation with a JSON sidecar and a structure fingerprint).
+- `_atomic.py`: every write goes to a temporary file renamed into place; nothing is
+  overwritten unless the caller asks.
 """
 
 from ._osim_skeleton import chain_from_opensim as chain_from_opensim
 from ._osim import load_osim as load_osim
 from ._osim import write_osim_polynomial_paths as write_osim_polynomial_paths
+from ._sto import Table as Table
+from ._sto import TableFormatError as TableFormatError
+from ._sto import read_csv as read_csv
+from ._sto import read_sto as read_sto
+from ._sto import write_csv as write_csv
+from ._sto import write_sto as write_sto
+from ._checkpoint import latest_checkpoint as latest_checkpoint
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import save_checkpoint as save_checkpoint
+from ._cohort_files import load_cohort as load_cohort
+from ._cohort_files import save_cohort as save_cohort
