@@ -9,6 +9,9 @@
 - `_cohort_files.py`: `save_cohort` / `load_cohort` (a folder of npz + JSON).
 - `_checkpoint.py`: `save_checkpoint` / `load_checkpoint` / `latest_checkpoint` (Equinox
   serialisation with a JSON sidecar and a structure fingerprint).
+- `_recordings.py`: `load_recordings` / `export_recordings`, the folder layout of real
+  recordings (one folder per subject; `<trial>_emg.sto`, `<trial>_kinematics.mot`,
+  `<trial>_muscle_forces.sto`, `mvc_emg.sto`).
 - `_atomic.py`: every write goes to a temporary file renamed into place; nothing is
   overwritten unless the caller asks.
 """
@@ -27,3 +30,5 @@ from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._cohort_files import load_cohort as load_cohort
 from ._cohort_files import save_cohort as save_cohort
+from ._recordings import export_recordings as export_recordings
+from ._recordings import load_recordings as load_recordings
