@@ -7,6 +7,17 @@ import sys
 from pathlib import Path
 
 
+def _output_folder(command: str, args) -> Path | None:
+    """`--out` as a Path, or None (after saying why) if it holds files and --overwrite is
+    not given: nothing a user saved is replaced without asking."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        print(f"jaxmsk {command}: {out} exists and is not empty; pass --overwrite to replace "
+              "the files it writes there, or choose another --out.", file=sys.stderr)
+        return None
+    return out
+
+
 def _demo(args) -> int:
     if args.x64:
         import jax
@@ -14,10 +25,8 @@ def _demo(args) -> int:
         jax.config.update("jax_enable_x64", True)
     from ._demo import run_demo
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"jaxmsk demo: {out} exists and is not empty; pass --overwrite to replace its "
-              "report files or choose another --out.", file=sys.stderr)
+    out = _output_folder("demo", args)
+    if out is None:
         return 2
     run_demo(out=out, n_subjects=args.subjects)
     return 0
@@ -31,10 +40,8 @@ def _cohort(args) -> int:
     jax.config.update("jax_enable_x64", True)
     from ._cohort_cli import run_cohort
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"jaxmsk cohort: {out} exists and is not empty; pass --overwrite to replace the "
-              "files it writes there, or choose another --out.", file=sys.stderr)
+    out = _output_folder("cohort", args)
+    if out is None:
         return 2
     try:
         run_cohort(out, model=args.model, subjects=args.subjects, repetitions=args.repetitions,

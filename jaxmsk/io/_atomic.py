@@ -67,3 +67,34 @@ def atomic_write_bytes(path, data: bytes, *, overwrite: bool = False, what: str 
         with open(tmp, "wb") as f:
             f.write(data)
     return os.fspath(path)
+
+
+def swap_in_folder(tmp: str, path: str, *, overwrite: bool, what: str) -> None:
+    """Rename the finished folder `tmp` onto `path`.
+
+    An empty folder at `path` is simply replaced. Anything else there is replaced only with
+    `overwrite=True`: it is first renamed aside, the new folder renamed into place, then the
+    old one deleted; if the second rename fails the old folder is put back, so `path` is
+    never left half-written or missing.
+    """
+    import shutil
+
+    old = None
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
+            os.rmdir(path)
+        elif not overwrite:
+            raise FileExistsError(f"{what}: {path} appeared while writing; nothing was replaced.")
+        else:
+            parent, base = os.path.split(os.path.abspath(path))
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
+            os.rmdir(old)  # keep the unique name; the old folder is renamed onto it
+            os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.rename(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -34,7 +34,7 @@ from .._model import Model
 from ..data._cohort import TRUTH_FIELDS, UNITS, Cohort
 from ..data._subjects import SubjectParameters
 from ..models._serialize import model_from_json, model_to_json
-from ._atomic import _umask, check_writable
+from ._atomic import _umask, check_writable, swap_in_folder
 from ._checkpoint import _version, dumps
 
 _FORMAT = "jaxmsk-cohort/1"
@@ -176,7 +176,6 @@ def save_cohort(path, cohort: Cohort, *, overwrite: bool = False) -> str:
 
     base = os.path.basename(path)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
-    old = None
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         with open(os.path.join(tmp, "arrays.npz"), "wb") as f:
@@ -187,25 +186,10 @@ def save_cohort(path, cohort: Cohort, *, overwrite: bool = False) -> str:
         for name in _FILES:
             with open(os.path.join(tmp, name), "rb") as f:
                 os.fsync(f.fileno())
-        if os.path.lexists(path):
-            if not overwrite:
-                raise FileExistsError(f"save_cohort: {path} appeared while writing; nothing was "
-                                      "replaced.")
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
-            os.rmdir(old)  # keep the unique name; the old folder is renamed onto it
-            os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.rename(old, path)
-                old = None
-            raise
+        swap_in_folder(tmp, path, overwrite=overwrite, what="save_cohort")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return path
 
 

@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 
 from ..data._dataset import Dataset, Trial
-from ._atomic import _umask
+from ._atomic import _umask, swap_in_folder
 from ._sto import Table, read_sto, write_sto
 
 EMG_SUFFIX = "_emg.sto"
@@ -317,7 +317,6 @@ def export_recordings(root, cohort_or_dataset, *, overwrite: bool = False) -> st
                                       "path.")
             _check_replaceable(root)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
-    old = None
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         for subject, filename, (time, values, labels, in_degrees, metadata) in files:
@@ -329,28 +328,10 @@ def export_recordings(root, cohort_or_dataset, *, overwrite: bool = False) -> st
                           in_degrees=in_degrees, metadata=metadata)
             except ValueError as e:
                 raise ValueError(f"export_recordings: {subject}/{filename}: {e}") from None
-        if os.path.lexists(root):
-            if os.listdir(root):
-                if not overwrite:
-                    raise FileExistsError(f"export_recordings: {root} filled up while writing; "
-                                          "nothing was replaced.")
-                old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
-                os.rmdir(old)  # keep the unique name; the old folder is renamed onto it
-                os.rename(root, old)
-            else:
-                os.rmdir(root)
-        try:
-            os.rename(tmp, root)
-        except BaseException:
-            if old is not None:
-                os.rename(old, root)
-                old = None
-            raise
+        swap_in_folder(tmp, root, overwrite=overwrite, what="export_recordings")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return root
 
 
