@@ -38,11 +38,12 @@ def _summary(cohort, envelope_r: list[float]) -> str:
         f"({', '.join(cohort.trial_names)}), {cohort.metadata['duration_s']:g} s each; "
         f"kinematics and forces at {cohort.fs:g} Hz, raw sEMG at {cohort.fs_emg:g} Hz.", "",
         "| check | value |", "|---|---|",
-        f"| protocol range (rad) | {checks['range_low_rad']} … {checks['range_high_rad']} |",
+        f"| protocol range (rad) | {np.round(checks['range_low_rad'], 3).tolist()} … "
+        f"{np.round(checks['range_high_rad'], 3).tolist()} |",
         f"| joint angle reached (rad) | {np.round(checks['q_min_rad'], 3).tolist()} … "
         f"{np.round(checks['q_max_rad'], 3).tolist()} |",
-        f"| max |q − protocol target| (rad) | {checks['max_tracking_error_rad']:.3f} |",
-        f"| max |ground truth − closed loop| (rad) | {checks['max_replay_vs_closed_loop_rad']:.2e} |",
+        f"| max abs(q − protocol target) (rad) | {checks['max_tracking_error_rad']:.3f} |",
+        f"| max abs(ground truth − closed loop) (rad) | {checks['max_replay_vs_closed_loop_rad']:.2e} |",
         f"| envelope vs excitation, Pearson r (subject 1, per channel) | "
         f"{', '.join(f'{r:.3f}' for r in envelope_r)} |",
         f"| generation time (s) | {checks['seconds']} |", "",

@@ -124,7 +124,7 @@ def test_envelope_tracks_excitation(cohort, processed):
         # MVC-normalised envelope is on the excitation's scale.
         ratio = env.mean(axis=0) / exc.mean(axis=0)
         assert np.all((ratio > 0.6) & (ratio < 1.8)), ratio
-    assert np.median(rs) > 0.9 and min(rs) > 0.6, np.round(rs, 3)
+    assert np.median(rs) > 0.9 and min(rs) > 0.75, np.round(rs, 3)
 
 
 def test_semg_spectrum_is_realistic():

@@ -118,12 +118,19 @@ class Controller(eqx.Module):
 
     wanted moment τ = M(q)·q̈_d + bias(q, q̇) − passive(q, q̇) + K_p(q_d − q) + K_d(q̇_d − q̇),
     with K_p = `stiffness` × each DoF's muscle moment capacity Σ_j |r_j|F_max,j (N·m/rad)
-    and K_d critically damping that stiffness on the DoF's inertia.
+    and K_d critically damping that stiffness on the DoF's inertia; the target is taken
+    `lead` seconds ahead (anticipation), which offsets part of the activation lag.
+
+    On the built-in wrist (inertia 1.5e-3 kg·m²) stiffness 2 made the loop ring at about
+    9 Hz against the activation lag (high-pass RMS of the activations 0.015 over 3 subjects
+    × 4 trials of 6 s); stiffness 1 brings that to 0.004 at the cost of tracking (RMS error
+    of the slow trials 0.027 → 0.046 rad); a 60 ms lead wins back most of it (0.034 rad).
     """
 
-    stiffness: float = eqx.field(static=True, default=2.0)  # capacity fraction per rad
+    stiffness: float = eqx.field(static=True, default=1.0)  # capacity fraction per rad
     damping_ratio: float = eqx.field(static=True, default=1.0)
     regularisation: float = eqx.field(static=True, default=1e-6)
+    lead: float = eqx.field(static=True, default=0.06)  # s, reference taken this far ahead
 
     def gains(self, model, q_ref):
         _, r = model.path.length_and_moment_arms(q_ref)
@@ -135,7 +142,7 @@ class Controller(eqx.Module):
         return kp, kd
 
     def excitation(self, model, plan: TrialPlan, gains, t, q, qdot) -> Array:
-        qd, qd_dot, qd_ddot = plan.target_derivatives(t)
+        qd, qd_dot, qd_ddot = plan.target_derivatives(t + self.lead)
         kp, kd = gains
         passive = sum((p.moment(q, qdot) for p in model.passive), jnp.zeros_like(q))
         tau = (model.skeleton.mass_matrix(q) @ qd_ddot + model.skeleton.bias_forces(q, qdot)
