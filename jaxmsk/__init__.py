@@ -7,6 +7,8 @@ from . import data as data
 from . import io as io
 from . import models as models
 from . import muscle as muscle
+from . import nn as nn
+from . import physics as physics
 from . import skeleton as skeleton
 from ._model import Model as Model
 from ._model import ModelOutputs as ModelOutputs

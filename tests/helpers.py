@@ -202,3 +202,9 @@ def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accu
         state = manager.integrate(float(t))
         qs.append([c.getValue(state) for c in coords])
     return np.array(qs)
+
+
+# The small synthetic cohort shared (session fixture `small_cohort` in conftest.py) by the
+# cohort, dataset and transfer tests, which run on one xdist worker (group "cohort") so that
+# its compilation (about a minute) is paid once.
+SMALL_COHORT = {"n_subjects": 3, "duration": 3.0, "repetitions": 1, "seed": 0}

@@ -16,8 +16,10 @@ from jaxmsk.data import Dataset, synthetic_cohort
 # one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("cohort")
 
-N_SUBJECTS = 3
-DURATION = 3.0
+from helpers import SMALL_COHORT  # noqa: E402
+
+N_SUBJECTS = SMALL_COHORT["n_subjects"]
+DURATION = SMALL_COHORT["duration"]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +28,8 @@ def wrist():
 
 
 @pytest.fixture(scope="module")
-def cohort(wrist):
-    return synthetic_cohort(wrist, N_SUBJECTS, jax.random.key(0), repetitions=1, duration=DURATION)
+def cohort(small_cohort):
+    return small_cohort
 
 
 @pytest.fixture(scope="module")

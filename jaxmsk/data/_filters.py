@@ -20,7 +20,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.signal
 from jaxtyping import Array, ArrayLike
 
 from ..muscle._validation import as_float_array, check_finite, is_concrete
@@ -58,6 +57,8 @@ def _check_cutoff(name: str, cutoff: float, fs: float) -> float:
 @functools.lru_cache(maxsize=256)
 def _butter_cached(order: int, cutoff: tuple[float, ...], fs: float, btype: str) -> np.ndarray:
     wn = cutoff[0] if len(cutoff) == 1 else list(cutoff)
+    import scipy.signal  # 1.4 s to import: only when a filter is designed
+
     sos = np.asarray(scipy.signal.butter(order, wn, btype=btype, output="sos", fs=fs), np.float64)
     sos.flags.writeable = False  # cached: callers get copies
     return sos
@@ -133,6 +134,8 @@ def _notch_cached(fs: float, freq: float, quality: float, harmonics: int) -> np.
     for k in range(1, harmonics + 1):
         if k * freq >= fs / 2.0:
             break
+        import scipy.signal
+
         b, a = scipy.signal.iirnotch(k * freq, quality, fs=fs)
         rows.append(np.concatenate([b / a[0], a / a[0]]))
     sos = np.asarray(rows, np.float64)

@@ -1,0 +1,373 @@
+"""Training EMG → (joint angle, muscle forces) networks with the equation of motion as a soft
+constraint, and fine-tuning them for one subject.
+
+- `make_segments`: contiguous training segments from a processed `Dataset`.
+- `Predictor`: a network plus the fixed standardisation of its outputs, giving angles (rad)
+  and forces (N) for a sequence of sEMG envelopes.
+- `SubjectAdjustment`: subject-specific physical parameters (log-scales of muscle strength,
+  segment inertia and joint damping) applied to a generic `Model`.
+- `fit`: one jit-compiled optax train step; data loss + λ·physics + μ·regularisation;
+  early stopping on validation; progress lines; atomic checkpoints and resumption.
+- `evaluate`, `metrics`: RMSE, NRMSE, R², Pearson r per output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._model import Model
+from ._scale import scale_parameters
+from .data._dataset import Dataset
+from .data._subjects import _scale_fields
+from .nn import head_filter
+from .data._emg import delay as shift_in_time
+from .physics import emg_to_activation, equation_of_motion_residual, muscle_consistency_residual
+
+
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """Training segments: sEMG (n, receptive_field + length − 1, channels) and the labels of
+    the `length` samples the network predicts from it: q (n, length, dofs) rad, forces
+    (n, length, muscles) N; subject (n,) index into `subjects`."""
+
+    emg: np.ndarray
+    q: np.ndarray
+    forces: np.ndarray
+    subject: np.ndarray
+    subjects: tuple[str, ...]
+    fs: float
+
+    def __len__(self) -> int:
+        return len(self.emg)
+
+    def take(self, idx) -> Segments:
+        return dataclasses.replace(self, emg=self.emg[idx], q=self.q[idx],
+                                   forces=self.forces[idx], subject=self.subject[idx])
+
+
+def make_segments(dataset: Dataset, receptive_field: int, length: int = 64,
+                  stride: int | None = None) -> Segments:
+    """Cut every processed trial into segments that give `length` consecutive predictions.
+
+    Args:
+        dataset: processed trials (`Dataset.process()`), with q and force labels.
+        receptive_field: the network's window (samples).
+        length: predictions per segment (the physics residual differentiates along them).
+        stride: step between segment starts (default `length`: no overlap).
+    """
+    stride = stride or length
+    span = receptive_field + length - 1
+    emg, q, f, subj = [], [], [], []
+    subjects = dataset.subjects
+    fs = None
+    for t in dataset.trials:
+        if not t.processed or t.q is None or t.forces is None:
+            raise ValueError(f"trial {t.subject}/{t.name}: training needs processed sEMG "
+                             "(Dataset.process()) and both q and force labels.")
+        if fs is not None and abs(t.fs - fs) > 1e-9 * fs:
+            raise ValueError(f"trial {t.subject}/{t.name} is at {t.fs} Hz, others at {fs} Hz; "
+                             "resample to one rate.")
+        fs = t.fs
+        for s in range(0, t.n_samples - span + 1, stride):
+            emg.append(t.emg[s:s + span])
+            q.append(t.q[s + receptive_field - 1:s + span])
+            f.append(t.forces[s + receptive_field - 1:s + span])
+            subj.append(subjects.index(t.subject))
+    if not emg:
+        raise ValueError(f"no trial is long enough for one segment of {span} samples "
+                         f"(receptive field {receptive_field} + length {length} − 1).")
+    return Segments(np.stack(emg), np.stack(q), np.stack(f), np.asarray(subj), subjects, fs)
+
+
+class Predictor(eqx.Module):
+    """A network and the fixed standardisation of its outputs.
+
+    `__call__(emg (T, channels))` returns (q (T', dofs) rad, forces (T', muscles) N) for the
+    T' = T − receptive_field + 1 samples the windows end on.
+    """
+
+    net: eqx.Module
+    mean: jax.Array  # (dofs + muscles,)
+    std: jax.Array
+    n_dofs: int = eqx.field(static=True)
+
+    @classmethod
+    def create(cls, net, segments: Segments) -> Predictor:
+        y = np.concatenate([segments.q, segments.forces], axis=-1).reshape(-1, net.n_outputs)
+        return cls(net, jnp.asarray(y.mean(0)), jnp.asarray(np.maximum(y.std(0), 1e-6)),
+                   segments.q.shape[-1])
+
+    def __call__(self, emg):
+        y = self.net(emg) * jax.lax.stop_gradient(self.std) + jax.lax.stop_gradient(self.mean)
+        return y[:, :self.n_dofs], y[:, self.n_dofs:]
+
+
+NOMINAL_DELAY = 0.05  # s, electromechanical delay before personalisation
+
+
+class SubjectAdjustment(eqx.Module):
+    """Subject-specific physical parameters as log-scales of the generic model's (zero =
+    generic): per-muscle strength (F_max), segment mass and inertia, joint damping; and the
+    electromechanical delay between the sEMG envelope and the excitation it reflects
+    (NOMINAL_DELAY·exp(log_delay), s)."""
+
+    log_strength: jax.Array
+    log_inertia: jax.Array
+    log_damping: jax.Array
+    log_delay: jax.Array
+
+    @classmethod
+    def identity(cls, n_muscles: int) -> SubjectAdjustment:
+        return cls(jnp.zeros(n_muscles), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+
+    @property
+    def delay(self):
+        return NOMINAL_DELAY * jnp.exp(self.log_delay)
+
+    def apply(self, model: Model) -> Model:
+        m = scale_parameters(model, max_isometric_force=jnp.exp(self.log_strength))
+        skeleton = _scale_fields(m.skeleton, ("mass", "inertia", "gravity_moment"),
+                                 jnp.exp(self.log_inertia))
+        passive = tuple(_scale_fields(p, ("damping", "viscosity"), jnp.exp(self.log_damping))
+                        for p in m.passive)
+        return eqx.tree_at(lambda x: (x.skeleton, x.passive), m, (skeleton, passive))
+
+    def penalty(self):
+        return (jnp.mean(self.log_strength**2) + self.log_inertia**2 + self.log_damping**2
+                + self.log_delay**2)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (each a mean of squares, dimensionless):
+    eom: the equation-of-motion residual of the predictions (`physics.
+    equation_of_motion_residual`, scaled by the muscles' moment capacity);
+    consistency: predicted forces against the Hill forces of the (adjusted) model driven by
+    the sEMG-derived activation and the predicted kinematics (`physics.
+    muscle_consistency_residual`, compliant tendon, ÷ F_max);
+    regularisation: squared log-scales of `SubjectAdjustment` (toward the generic model).
+    All zero but data: a data-only loss."""
+
+    eom: float = 100.0
+    consistency: float = 10.0
+    regularisation: float = 0.1
+
+    @property
+    def physics(self) -> bool:
+        return self.eom > 0 or self.consistency > 0
+
+
+def losses(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, emg, q, forces,
+           dt: float):
+    """Per-segment (data, eom, consistency) losses, unreduced over segments.
+
+    data: mean squared standardised error of angles and forces; eom, consistency: mean
+    squared residuals of the predictions under the adjusted model (see `LossWeights`). The
+    activation for the consistency residual comes from the segment's sEMG envelope, delayed
+    by the adjustment's electromechanical delay, through the model's activation dynamics."""
+    q_hat, f_hat = jax.vmap(predictor)(emg)
+    std = predictor.std
+    d = predictor.n_dofs
+    err_q = (q_hat - q) / std[:d]
+    err_f = (f_hat - forces) / std[d:]
+    data = 0.5 * (jnp.mean(err_q**2, axis=(1, 2)) + jnp.mean(err_f**2, axis=(1, 2)))
+    subject_model = adjustment.apply(model)
+    eom = jax.vmap(lambda a, b: equation_of_motion_residual(subject_model, a, b, dt))(q_hat, f_hat)
+    fs = 1.0 / dt
+    skip = emg.shape[1] - q_hat.shape[1]
+    act = jax.vmap(lambda e: emg_to_activation(
+        shift_in_time(e, fs, adjustment.delay), fs,
+        tau_act=subject_model.activation.tau_act,
+        tau_deact=subject_model.activation.tau_deact)[skip:])(jnp.clip(emg, 0.0, None))
+    cons = jax.vmap(lambda a, b, c: muscle_consistency_residual(
+        subject_model, a, b, c, dt, tendon="compliant"))(act, q_hat, f_hat)
+    return data, jnp.mean(eom**2, axis=(1, 2)), jnp.mean(cons**2, axis=(1, 2))
+
+
+@dataclasses.dataclass
+class FitResult:
+    predictor: Predictor
+    adjustment: SubjectAdjustment
+    history: list[dict]
+    best_step: int
+    seconds: float
+
+
+def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
+            train_physical: bool):
+    if trainable == "all":
+        net_spec = jax.tree.map(eqx.is_inexact_array, predictor.net)
+    elif trainable == "head":
+        net_spec = head_filter(predictor.net)
+    else:
+        raise ValueError(f"trainable={trainable!r}: use 'all' or 'head'.")
+    pred_spec = Predictor(net_spec, False, False, predictor.n_dofs)
+    adj_spec = jax.tree.map(lambda _: train_physical, adjustment)
+    return (pred_spec, adj_spec)
+
+
+def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train: Segments,
+        val: Segments, *, key, trainable: str = "all", train_physical: bool = False,
+        weights: LossWeights = LossWeights(), steps: int = 1000, batch_size: int = 32,
+        learning_rate: float = 3e-3, eval_every: int = 50, patience: int = 6,
+        checkpoint: str | os.PathLike | None = None,
+        progress: Callable[[str], None] | None = None, label: str = "") -> FitResult:
+    """Train with Adam (cosine-decayed learning rate) and early stopping on `val`.
+
+    Args:
+        predictor, adjustment: the starting point (e.g. a generic predictor to fine-tune).
+        model: the generic model whose physics the residual uses (after `adjustment`).
+        train, val: segments; validation loss uses the same weights.
+        trainable: "all" layers or the "head" only (transfer: the feature extractor frozen).
+        train_physical: also fit the `SubjectAdjustment` (personalised physics).
+        weights: `LossWeights`; LossWeights(0, 0, 0) is data only.
+        steps, batch_size, learning_rate, eval_every, patience: the budget; training stops
+            after `patience` evaluations without a better validation loss, and the best
+            parameters are returned.
+        checkpoint: a file path; the state is saved there atomically at every evaluation and
+            a run with the same path resumes from it.
+        progress: called with a line per evaluation.
+    """
+    from .io._checkpoint import load_checkpoint, save_checkpoint
+
+    say = progress or (lambda s: None)
+    dt = 1.0 / train.fs
+    spec = _filter(predictor, adjustment, trainable, train_physical)
+    params, static = eqx.partition((predictor, adjustment), spec)
+    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
+    optim = optax.adam(schedule)
+    opt_state = optim.init(params)
+    w = weights
+
+    def total(p, emg, q, f):
+        pred, adj = eqx.combine(p, static)
+        if w.physics:
+            data, eom, cons = losses(pred, adj, model, emg, q, f, dt)
+            phys = w.eom * jnp.mean(eom) + w.consistency * jnp.mean(cons)
+        else:
+            data, phys = _data_only(pred, emg, q, f), jnp.zeros(())
+        loss = jnp.mean(data) + phys + w.regularisation * adj.penalty()
+        return loss, (jnp.mean(data), phys)
+
+    @eqx.filter_jit
+    def step(p, state, emg, q, f):
+        (loss, aux), g = eqx.filter_value_and_grad(total, has_aux=True)(p, emg, q, f)
+        updates, state = optim.update(g, state, p)
+        return eqx.apply_updates(p, updates), state, loss, aux
+
+    @eqx.filter_jit
+    def evaluate(p, emg, q, f):
+        return total(p, emg, q, f)
+
+    start, best, best_params, best_step, bad = 0, np.inf, params, 0, 0
+    history = []
+    if checkpoint is not None and os.path.exists(checkpoint):
+        (params, opt_state, best_params), meta = load_checkpoint(
+            checkpoint, (params, opt_state, best_params))
+        start, best, best_step, bad = meta["step"], meta["best"], meta["best_step"], meta["bad"]
+        history = meta.get("history", [])
+        say(f"{label}resumed from {checkpoint} at step {start}")
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1].item())
+    for _ in range(start):  # the same batches as an uninterrupted run
+        rng.integers(0, len(train), batch_size)
+    t0 = time.perf_counter()
+    vemg, vq, vf = (jnp.asarray(x) for x in (val.emg, val.q, val.forces))
+    for i in range(start, steps):
+        idx = rng.integers(0, len(train), batch_size)
+        params, opt_state, loss, (data, phys) = step(params, opt_state, jnp.asarray(train.emg[idx]),
+                                                     jnp.asarray(train.q[idx]),
+                                                     jnp.asarray(train.forces[idx]))
+        if (i + 1) % eval_every == 0 or i + 1 == steps:
+            vloss, (vdata, vphys) = evaluate(params, vemg, vq, vf)
+            vloss = float(vloss)
+            history.append({"step": i + 1, "loss": float(loss), "data": float(data),
+                            "physics": float(phys), "val_loss": vloss, "val_data": float(vdata),
+                            "val_physics": float(vphys)})
+            if vloss < best:
+                best, best_params, best_step, bad = vloss, params, i + 1, 0
+            else:
+                bad += 1
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, (params, opt_state, best_params),
+                                metadata={"step": i + 1, "best": best, "best_step": best_step,
+                                          "bad": bad, "history": history}, overwrite=True)
+            say(f"{label}step {i + 1:5d}/{steps}  loss {float(loss):.4f}  val {vloss:.4f}  "
+                f"(data {float(vdata):.4f}, physics {float(vphys):.2e})  "
+                f"{time.perf_counter() - t0:.0f} s")
+            if bad >= patience:
+                say(f"{label}early stop at step {i + 1}; best validation at step {best_step}")
+                break
+    pred, adj = eqx.combine(best_params, static)
+    return FitResult(pred, adj, history, best_step, time.perf_counter() - t0)
+
+
+def _data_only(pred: Predictor, emg, q, forces):
+    q_hat, f_hat = jax.vmap(pred)(emg)
+    d = pred.n_dofs
+    return 0.5 * (jnp.mean(((q_hat - q) / pred.std[:d]) ** 2, axis=(1, 2))
+                  + jnp.mean(((f_hat - forces) / pred.std[d:]) ** 2, axis=(1, 2)))
+
+
+def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-output RMSE (units of the output), NRMSE (RMSE / range of the truth), R² and
+    Pearson r; arrays (time, outputs)."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    err = pred - true
+    rmse = np.sqrt(np.mean(err**2, axis=0))
+    rng = np.ptp(true, axis=0)
+    r2 = 1 - np.sum(err**2, axis=0) / np.maximum(np.sum((true - true.mean(0)) ** 2, axis=0), 1e-300)
+    pc = pred - pred.mean(0)
+    tc = true - true.mean(0)
+    r = np.sum(pc * tc, axis=0) / np.maximum(np.sqrt(np.sum(pc**2, 0) * np.sum(tc**2, 0)), 1e-300)
+    return {"rmse": rmse, "nrmse": rmse / np.maximum(rng, 1e-300), "r2": r2, "pearson_r": r}
+
+
+def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
+             adjustment: SubjectAdjustment | None = None) -> dict:
+    """Metrics of a predictor over whole trials (windows ending on every sample), pooled.
+
+    Returns {"angle": metrics, "force": metrics, "angle_rmse": mean over DoFs (rad),
+    "force_rmse": mean over muscles (N), ..., "eom_residual_rms": RMS of the equation-of-motion
+    residual of the predictions (dimensionless; under `adjustment` if given)}."""
+    run = eqx.filter_jit(predictor)
+    rf = predictor.net.receptive_field
+    qs, fs, qt, ft, res = [], [], [], [], []
+    for t in dataset.trials:
+        q_hat, f_hat = run(jnp.asarray(t.emg))
+        qs.append(np.asarray(q_hat))
+        fs.append(np.asarray(f_hat))
+        qt.append(t.q[rf - 1:])
+        ft.append(t.forces[rf - 1:])
+        if model is not None:
+            m = (adjustment or SubjectAdjustment.identity(model.n_muscles)).apply(model)
+            res.append(np.asarray(_residual(m, q_hat, f_hat, 1.0 / t.fs)))
+    a = metrics(np.concatenate(qs), np.concatenate(qt))
+    f = metrics(np.concatenate(fs), np.concatenate(ft))
+    out = {"angle": {k: v.tolist() for k, v in a.items()},
+           "force": {k: v.tolist() for k, v in f.items()},
+           "angle_rmse": float(a["rmse"].mean()), "force_rmse": float(f["rmse"].mean()),
+           "angle_nrmse": float(a["nrmse"].mean()), "force_nrmse": float(f["nrmse"].mean()),
+           "angle_r2": float(a["r2"].mean()), "force_r2": float(f["r2"].mean()),
+           "angle_pearson_r": float(a["pearson_r"].mean()),
+           "force_pearson_r": float(f["pearson_r"].mean())}
+    if res:
+        out["eom_residual_rms"] = float(np.sqrt(np.mean(np.concatenate(res) ** 2)))
+    return out
+
+
+@eqx.filter_jit
+def _residual(model, q, f, dt):
+    return equation_of_motion_residual(model, q, f, dt)
+
+
+__all__ = ["Segments", "make_segments", "Predictor", "SubjectAdjustment", "LossWeights",
+           "losses", "fit", "FitResult", "metrics", "evaluate"]

@@ -1,0 +1,166 @@
+"""Training and personalisation: segments, losses, head-only fine-tuning with personalised
+physics, resumption from checkpoints, metrics, and one leave-one-subject-out fold with every
+baseline (tiny budgets: this checks the machinery, experiments/ measures the method)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import equinox as eqx
+import jaxmsk as msk
+from jaxmsk._train import (LossWeights, Predictor, SubjectAdjustment, evaluate, fit, losses,
+                           make_segments, metrics)
+from jaxmsk._transfer import METHODS, TransferConfig, run_fold
+
+pytestmark = pytest.mark.xdist_group("cohort")  # shares the session's small cohort
+
+
+def small_cnn(n_in, n_out, key):
+    return msk.nn.CNN(n_in, n_out, channels=(8, 8), kernel_sizes=(4, 4), head_width=16, key=key)
+
+
+@pytest.fixture(scope="module")
+def processed(small_cohort):
+    return small_cohort.to_dataset().process()
+
+
+@pytest.fixture(scope="module")
+def segments(processed):
+    return make_segments(processed, 7, length=16)
+
+
+def test_segments_align_inputs_and_labels(processed, segments):
+    t = processed.trials[0]
+    assert segments.emg.shape[1:] == (7 + 16 - 1, 5) and segments.q.shape[1:] == (16, 1)
+    np.testing.assert_array_equal(segments.emg[1], t.emg[16:38])
+    np.testing.assert_array_equal(segments.q[1], t.q[16 + 6:38])
+    np.testing.assert_array_equal(segments.forces[1], t.forces[16 + 6:38])
+    per_trial = (t.n_samples - 22) // 16 + 1
+    assert len(segments) == per_trial * len(processed)
+    with pytest.raises(ValueError, match="long enough"):
+        make_segments(processed, 7, length=10_000)
+
+
+def test_metrics_match_their_definitions():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(200, 3))
+    pred = true + 0.3 * rng.normal(size=(200, 3))
+    m = metrics(pred, true)
+    np.testing.assert_allclose(m["rmse"], np.sqrt(((pred - true) ** 2).mean(0)))
+    np.testing.assert_allclose(m["nrmse"], m["rmse"] / np.ptp(true, 0))
+    np.testing.assert_allclose(m["r2"], 1 - ((pred - true) ** 2).sum(0)
+                               / ((true - true.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose(m["pearson_r"], [np.corrcoef(pred[:, j], true[:, j])[0, 1]
+                                                for j in range(3)])
+
+
+def test_subject_adjustment(small_cohort):
+    wrist = small_cohort.model
+    adj = SubjectAdjustment(jnp.log(jnp.array([1.2, 1.0, 0.8, 1.0, 1.1])), jnp.log(1.5),
+                            jnp.log(2.0), jnp.zeros(()))
+    m = adj.apply(wrist)
+    np.testing.assert_allclose(m.muscles.params.max_isometric_force,
+                               wrist.muscles.params.max_isometric_force
+                               * np.array([1.2, 1.0, 0.8, 1.0, 1.1]), rtol=1e-12)
+    np.testing.assert_allclose(m.skeleton.inertia, 1.5 * wrist.skeleton.inertia, rtol=1e-12)
+    np.testing.assert_allclose(m.passive[1].damping, 2.0 * wrist.passive[1].damping, rtol=1e-12)
+    assert float(adj.delay) == pytest.approx(0.05)
+    same = SubjectAdjustment.identity(5).apply(wrist)
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(wrist)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_physics_terms_are_small_on_the_truth(small_cohort, segments):
+    """A 'predictor' that returns the labels: the data loss is 0, and the physics terms are
+    the discretisation and sEMG-activation errors of the truth, far below those of the
+    labels of another muscle order."""
+    class Truth(eqx.Module):
+        emg: jax.Array
+        labels: jax.Array
+        std: jax.Array
+        n_dofs: int = eqx.field(static=True)
+
+        def __call__(self, emg):  # look the segment up by its sEMG
+            y = self.labels[jnp.argmin(jnp.sum((self.emg - emg) ** 2, axis=(1, 2)))]
+            return y[:, :1], y[:, 1:]
+
+    n = 8
+    emg = jnp.asarray(segments.emg[:n])
+    q, f = jnp.asarray(segments.q[:n]), jnp.asarray(segments.forces[:n])
+    labels = jnp.concatenate([q, f], -1)
+    pred = Truth(emg, labels, jnp.ones(6), 1)
+    assert len(set(segments.subject[:n].tolist())) == 1
+    model = small_cohort.subject_model(int(segments.subject[0]))  # the labels' own subject
+    data, eom, cons = losses(pred, SubjectAdjustment.identity(5), model, emg, q, f, 0.01)
+    assert float(jnp.max(data)) == 0.0
+    shuffled = Truth(emg, labels[:, :, jnp.array([0, 2, 1, 4, 5, 3])], jnp.ones(6), 1)
+    _, eom_bad, cons_bad = losses(shuffled, SubjectAdjustment.identity(5), model, emg, q, f, 0.01)
+    print("eom", float(jnp.mean(eom)), float(jnp.mean(eom_bad)), "cons", float(jnp.mean(cons)),
+          float(jnp.mean(cons_bad)))
+    assert float(jnp.mean(eom)) < 1e-2 * float(jnp.mean(eom_bad))
+    assert float(jnp.mean(cons)) < 0.5 * float(jnp.mean(cons_bad))
+
+
+def test_head_only_fit_with_personal_physics_and_resume(processed, small_cohort, tmp_path):
+    seg = make_segments(processed, 7, length=16)
+    train, val = seg.take(np.arange(0, len(seg), 2)), seg.take(np.arange(1, len(seg), 2))
+    net = small_cnn(5, 6, jax.random.key(0, impl="rbg"))
+    start = Predictor.create(net, train)
+    kwargs = dict(key=jax.random.key(1), trainable="head", train_physical=True, steps=40,
+                  batch_size=8, eval_every=10, patience=100, learning_rate=1e-2)
+    wrist = small_cohort.model
+    full = fit(start, SubjectAdjustment.identity(5), wrist, train, val,
+               checkpoint=tmp_path / "a.eqx", **kwargs)
+    hist = full.history
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"] * 1.001 or full.best_step > 10
+    assert min(h["val_loss"] for h in hist) < hist[0]["val_loss"]
+    for a, b in zip(jax.tree.leaves(full.predictor.net.features), jax.tree.leaves(net.features)):
+        np.testing.assert_array_equal(a, b)  # the feature extractor is inherited frozen
+    assert float(jnp.max(jnp.abs(full.adjustment.log_strength))) > 0  # physics personalised
+    # Interrupted after 20 steps (an exception from the progress callback), then resumed: the
+    # same result as the uninterrupted run.
+    def interrupt(line):
+        if "step    20/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(start, SubjectAdjustment.identity(5), wrist, train, val,
+            checkpoint=tmp_path / "b.eqx", progress=interrupt, **kwargs)
+    lines = []
+    resumed = fit(start, SubjectAdjustment.identity(5), wrist, train, val,
+                  checkpoint=tmp_path / "b.eqx", progress=lines.append, **kwargs)
+    assert any("resumed" in s and "step 20" in s for s in lines)
+    for a, b in zip(jax.tree.leaves(resumed.predictor), jax.tree.leaves(full.predictor)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.best_step == full.best_step
+
+
+def test_one_fold_runs_every_method(processed, small_cohort):
+    config = TransferConfig(network=small_cnn, segment_length=16, generic_steps=20,
+                            personal_steps=10, batch_size=8, eval_every=10)
+    res = run_fold(processed, "S03", small_cohort.model, config, jax.random.key(2))
+    assert tuple(res["methods"]) == METHODS
+    for name, r in res["methods"].items():
+        for k in ("angle_rmse", "force_rmse", "angle_nrmse", "force_r2", "angle_pearson_r",
+                  "eom_residual_rms"):
+            assert np.isfinite(r[k]), (name, k)
+        assert r["angle_rmse"] > 0 and r["force_rmse"] > 0
+    assert set(res["strength_scales"]) == {"pi_transfer", "pi_no_transfer", "full_finetune"}
+    assert len(res["share_trials"]) == 1
+    # the generic network is shared: its metrics equal a direct evaluation on the test trials
+    _, target = processed.leave_one_subject_out("S03")
+    test = type(target)(tuple(t for t in target.trials if t.name not in res["share_trials"]))
+    direct = evaluate(res["generic_predictor"], test, small_cohort.model)
+    assert direct["angle_rmse"] == pytest.approx(res["methods"]["generic"]["angle_rmse"])
+
+
+def test_bad_arguments(processed, segments, small_cohort):
+    net = small_cnn(5, 6, jax.random.key(0, impl="rbg"))
+    with pytest.raises(ValueError, match="'all' or 'head'"):
+        fit(Predictor.create(net, segments), SubjectAdjustment.identity(5), small_cohort.model,
+            segments, segments, key=jax.random.key(0), trainable="features", steps=1)
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_fold(processed, "S01", small_cohort.model, TransferConfig(), jax.random.key(0),
+                 methods=("magic",))
+    assert LossWeights(0.0, 0.0, 0.0).physics is False
