@@ -15,10 +15,3 @@ from ._residuals import finite_differences as finite_differences
 from ._residuals import muscle_consistency_residual as muscle_consistency_residual
 from ._residuals import muscle_moment_capacity as muscle_moment_capacity
 
-__all__ = [
-    "finite_differences",
-    "equation_of_motion_residual",
-    "muscle_consistency_residual",
-    "muscle_moment_capacity",
-    "emg_to_activation",
-]
