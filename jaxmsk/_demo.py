@@ -1,182 +1,186 @@
-"""`jaxmsk demo` until the transfer-learning pipeline lands: five wrist muscles simulated.
+"""`jaxmsk demo`: the physics-informed transfer-learning experiment, reduced to run on a
+laptop in minutes.
 
-The five wrist flexor/extensor muscle–tendon units of ../shared/REFERENCE.md §4 (FCR, FCU,
-ECU, ECRB, ECRL) with compliant tendons and De Groote activation dynamics are driven by
-agonist/antagonist excitation while their muscle–tendon lengths follow a prescribed wrist
-flexion/extension. The state (activation, normalised tendon force) starts in static
-equilibrium and is integrated with diffrax's Tsit5 (an explicit solver: this protocol is not
-stiff — Kvaerno5 took 418 steps and 20× longer at rtol 1e-4); the same simulation is
-then `vmap`-ed over a cohort of strength-scaled subjects. Path geometry is not modelled yet
-(the skeleton issue brings it): lengths use constant moment arms of ±1.5 cm, an
-illustrative value, not a fitted one.
+1. A synthetic cohort of the built-in wrist (`models.wrist()`, five muscles) is generated on
+   the fly: `n_subjects` subjects × 4 protocols × `repetitions` trials, with raw sEMG.
+2. sEMG is processed (band-pass, notch, envelope, MVC normalisation, 100 Hz).
+3. For each of the last `folds` subjects (leave-one-subject-out): a generic CNN is trained
+   on the others with the equation of motion as a soft constraint; then every method of
+   `jaxmsk._transfer.METHODS` gets the first 20 % of each of the held-out subject's trials
+   and is evaluated on the remaining 80 %.
+4. `results.json`, `results.md` and PNG plots are written to `out`.
+
+The full study (8 subjects, every fold, a sweep of the target's data share) is
+`experiments/transfer/`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import diffrax
-import equinox as eqx
 import jax
-import jax.numpy as jnp
+import numpy as np
 
-from .muscle import DeGrooteActivation, DeGrooteFregly2016Muscle, MuscleParameters
+from . import models
+from ._transfer import METHODS, TransferConfig, run_fold
+from .data import synthetic_cohort
+from .io._atomic import atomic_write_text
 
-WRIST_MUSCLES = ("FCR", "FCU", "ECU", "ECRB", "ECRL")
-# REFERENCE.md §4 (OpenSim wrist model): F_max (N), l_opt (m), l_ts (m), α_opt (rad).
-WRIST_PARAMETERS = (
-    (59.7, 0.0628, 0.2185, 0.054),
-    (102.6, 0.0509, 0.2420, 0.211),
-    (117.0, 0.0622, 0.2310, 0.061),
-    (122.9, 0.0585, 0.2205, 0.155),
-    (65.7, 0.0936, 0.2026, 0.044),
-)
-MOMENT_ARMS = (0.015, 0.015, -0.015, -0.015, -0.015)  # m; flexors +, extensors − (illustrative)
+DEMO_CONFIG = TransferConfig(generic_steps=1000, personal_steps=300, eval_every=100)
+METRICS = ("angle_rmse", "force_rmse", "angle_nrmse", "force_nrmse", "angle_r2", "force_r2",
+           "angle_pearson_r", "force_pearson_r", "eom_residual_rms")
 
 
-def wrist_muscles(strength_scale: float | jax.Array = 1.0) -> DeGrooteFregly2016Muscle:
-    """The five wrist muscles as one stacked compliant-tendon module."""
-    fmax, lopt, lts, alpha = (jnp.array(col) for col in zip(*WRIST_PARAMETERS))
-    return DeGrooteFregly2016Muscle(MuscleParameters(fmax * strength_scale, lopt, lts, alpha))
+def _aggregate(folds: list[dict]) -> dict:
+    out = {}
+    for m in METHODS:
+        rows = [f["methods"][m] for f in folds if m in f["methods"]]
+        if not rows:
+            continue
+        out[m] = {}
+        for k in METRICS:
+            v = np.array([r[k] for r in rows])
+            out[m][k] = float(v.mean())
+            out[m][k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return out
 
 
-def _protocol(t, muscles: DeGrooteFregly2016Muscle):
-    """Wrist angle (rad), MTU lengths (m), MTU velocities (m/s) and excitations at time t."""
-    p = muscles.params
-    r = jnp.array(MOMENT_ARMS)
-    angle = 0.6 * jnp.sin(2 * math.pi * 0.5 * t)
-    angle_rate = 0.6 * 2 * math.pi * 0.5 * jnp.cos(2 * math.pi * 0.5 * t)
-    rest = p.tendon_slack_length * 1.01 + p.optimal_fiber_length * jnp.cos(p.pennation_angle)
-    lmt = rest - r * angle  # flexion (angle > 0) shortens the flexors
-    vmt = -r * angle_rate
-    # Agonists follow the flexion velocity, antagonists co-contract at 5 %.
-    drive = jnp.tanh(4.0 * angle_rate)
-    flexor = jnp.sign(r) > 0
-    excitation = 0.05 + 0.5 * jnp.where(flexor, jax.nn.relu(drive), jax.nn.relu(-drive))
-    return angle, lmt, vmt, excitation
+def _strength(cohort, folds: list[dict]) -> dict:
+    """Personalised F_max scales against the held-out subjects' true ones: mean |log error|
+    of the personalised scales and of the generic model's (all ones)."""
+    out = {}
+    for f in folds:
+        i = cohort.subject_ids.index(f["target"])
+        true = np.asarray(cohort.subjects.max_isometric_force_scale[i])
+        for m, est in f["strength_scales"].items():
+            d = out.setdefault(m, {"true": [], "estimated": []})
+            d["true"].append(true.tolist())
+            d["estimated"].append(list(est))
+    for d in out.values():
+        t, e = np.log(np.array(d["true"])), np.log(np.array(d["estimated"]))
+        d["mean_abs_log_error_personalised"] = float(np.mean(np.abs(e - t)))
+        d["mean_abs_log_error_generic"] = float(np.mean(np.abs(t)))
+    return out
 
 
-def simulate_wrist(muscles: DeGrooteFregly2016Muscle, ts: jax.Array, rtol: float = 1e-6):
-    """Integrate (activation, f̃T) of the wrist muscles along the prescribed protocol."""
-    activation_dynamics = DeGrooteActivation()
-
-    def vector_field(t, y, args):
-        a, ft = y
-        _, lmt, vmt, e = _protocol(t, muscles)
-        return (activation_dynamics.derivative(e, a),
-                muscles.norm_tendon_force_derivative(lmt, vmt, a, ft))
-
-    _, lmt0, vmt0, e0 = _protocol(ts[0], muscles)
-    ft0 = muscles.equilibrium(lmt0, e0, vmt0).norm_tendon_force
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), diffrax.Tsit5(), ts[0], ts[-1], dt0=1e-3,
-        y0=(e0, ft0), saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol * 1e-2),
-        max_steps=100_000,
-    )
-    a, ft = sol.ys
-    _, lmt, vmt, _ = jax.vmap(lambda t: _protocol(t, muscles))(ts)
-    state = jax.vmap(muscles.compliant_tendon_state)(lmt, vmt, a, ft)
-    moment = state.tendon_force @ jnp.array(MOMENT_ARMS)
-    return dict(activation=a, norm_tendon_force=ft, tendon_force=state.tendon_force,
-                fiber_length=state.fiber_length, norm_fiber_velocity=state.norm_fiber_velocity,
-                moment=moment, steps=sol.stats["num_steps"], result=sol.result)
+def _markdown(results: dict) -> str:
+    lines = ["# jaxmsk demo: physics-informed transfer learning", "",
+             f"Wrist cohort: {results['cohort']['subjects']} subjects × "
+             f"{results['cohort']['trials_per_subject']} trials; folds (held-out subjects): "
+             f"{', '.join(f['target'] for f in results['folds'])}; each method gets "
+             f"the first {100 * results['share_fraction']:.0f} % of each of the held-out "
+             "subject's trials; the metrics are over the rest of them.", "",
+             "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² | EoM residual RMS |",
+             "|---|---|---|---|---|---|"]
+    for m, r in results["methods"].items():
+        lines.append(f"| {m} | {r['angle_rmse']:.4f} ± {r['angle_rmse_sd']:.4f} | "
+                     f"{r['force_rmse']:.3f} ± {r['force_rmse_sd']:.3f} | {r['angle_r2']:.3f} | "
+                     f"{r['force_r2']:.3f} | {r['eom_residual_rms']:.2e} |")
+    best_angle = min(results["methods"], key=lambda m: results["methods"][m]["angle_rmse"])
+    best_force = min(results["methods"], key=lambda m: results["methods"][m]["force_rmse"])
+    lines += ["", f"Lowest angle RMSE: **{best_angle}**; lowest force RMSE: **{best_force}**.",
+              "", "Personalised F_max scales (mean |log error| against the held-out subjects' "
+              "true scales; the generic model's error is that of scale 1):", ""]
+    for m, d in results["strength"].items():
+        lines.append(f"- {m}: {d['mean_abs_log_error_personalised']:.3f} "
+                     f"(generic {d['mean_abs_log_error_generic']:.3f})")
+    lines += ["", f"Total time {results['seconds']:.0f} s on {results['device']}."]
+    return "\n".join(lines) + "\n"
 
 
-def run_demo(out: Path | None = None, n_subjects: int = 64, progress=print) -> dict:
-    """Run the demo, print its report and (optionally) write report.md and results.json."""
-    ts = jnp.linspace(0.0, 2.0, 201)
-    muscles = wrist_muscles()
-    device = jax.devices()[0]
-    progress(f"jaxmsk demo — five compliant-tendon wrist muscles, device {device.platform} "
-             f"({getattr(device, 'device_kind', device)}), dtype {jnp.result_type(float).name}")
+def _plots(out: Path, cohort, dataset, fold: dict, results: dict, overwrite: bool) -> list[str]:
+    from ._plots import _pyplot, save_figure
 
-    sim = eqx.filter_jit(simulate_wrist)
-    t0 = time.perf_counter()
-    traj = jax.block_until_ready(sim(muscles, ts))
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    traj = jax.block_until_ready(sim(muscles, ts))
-    steady = time.perf_counter() - t0
-    progress(f"  one 2 s simulation: compile+run {first:.2f} s, then {steady * 1e3:.1f} ms "
-             f"({int(traj['steps'])} solver steps, "
-             f"{'successful' if traj['result'] == diffrax.RESULTS.successful else traj['result']})")
+    plt = _pyplot()
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    names = list(results["methods"])
+    for ax, k, unit in ((axes[0], "angle_rmse", "rad"), (axes[1], "force_rmse", "N")):
+        v = [results["methods"][m][k] for m in names]
+        e = [results["methods"][m][k + "_sd"] for m in names]
+        ax.bar(range(len(names)), v, yerr=e, color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, rotation=25)
+        ax.set_ylabel(f"{k.replace('_', ' ')} ({unit})")
+    fig.suptitle("held-out subjects: error per method (mean ± sd over folds)")
+    written.append(save_figure(fig, out / "errors.png", overwrite=overwrite))
 
-    scales = jnp.linspace(0.7, 1.3, n_subjects)
-    cohort = eqx.filter_jit(jax.vmap(lambda s: simulate_wrist(wrist_muscles(s), ts)["moment"]))
-    t0 = time.perf_counter()
-    jax.block_until_ready(cohort(scales))
-    c_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    moments = jax.block_until_ready(cohort(scales))
-    c_steady = time.perf_counter() - t0
-    progress(f"  {n_subjects} strength-scaled subjects in one vmap: compile+run {c_first:.2f} s, "
-             f"then {c_steady * 1e3:.1f} ms")
+    target = fold["target"]
+    trial = fold["test"].trials[0]
+    rf = fold["predictors"]["generic"].net.receptive_field
+    t = trial.time()[rf - 1:]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, constrained_layout=True)
+    axes[0].plot(t, trial.q[rf - 1:, 0], "k", lw=2, label="true")
+    flexor = int(np.argmax(np.ptp(trial.forces, axis=0)))
+    axes[1].plot(t, trial.forces[rf - 1:, flexor], "k", lw=2, label="true")
+    for i, m in enumerate(("pi_transfer", "generic", "target_only", "transfer_no_physics")):
+        if m not in fold["predictors"]:
+            continue
+        q_hat, f_hat = fold["predictors"][m](jax.numpy.asarray(trial.emg))
+        axes[0].plot(t, np.asarray(q_hat)[:, 0], color=f"C{i}", lw=1, label=m)
+        axes[1].plot(t, np.asarray(f_hat)[:, flexor], color=f"C{i}", lw=1, label=m)
+    axes[0].set_ylabel("wrist angle (rad)")
+    axes[1].set_ylabel(f"{trial.force_labels[flexor]} force (N)")
+    for j, name in enumerate(trial.emg_labels):
+        axes[2].plot(t, trial.emg[rf - 1:, j], lw=1, label=name)
+    axes[2].set_ylabel("sEMG envelope (MVC)")
+    axes[2].set_xlabel("time (s)")
+    for ax in axes:
+        ax.legend(fontsize=8, ncol=5, loc="upper right")
+    part = " (the part after the share; time from its start)" if "#rest" in trial.name else ""
+    fig.suptitle(f"held-out subject {target}, trial {trial.name.split('#')[0]}{part}: "
+                 "predictions vs truth")
+    written.append(save_figure(fig, out / "traces.png", overwrite=overwrite))
+    return written
 
-    # Sensitivity of the peak wrist moment to every muscle's F_max, by autodiff.
-    def peak_moment(m):
-        return jnp.max(simulate_wrist(m, ts)["moment"])
 
-    grads = eqx.filter_jit(eqx.filter_grad(peak_moment))(muscles)
-    dpeak = grads.params.max_isometric_force
-
-    rows = []
-    for j, name in enumerate(WRIST_MUSCLES):
-        rows.append(dict(
-            muscle=name,
-            peak_tendon_force_N=float(jnp.max(traj["tendon_force"][:, j])),
-            fiber_length_range_m=[float(jnp.min(traj["fiber_length"][:, j])),
-                                  float(jnp.max(traj["fiber_length"][:, j]))],
-            max_abs_norm_fiber_velocity=float(jnp.max(jnp.abs(traj["norm_fiber_velocity"][:, j]))),
-            peak_activation=float(jnp.max(traj["activation"][:, j])),
-            dpeak_moment_dfmax_m=float(dpeak[j]),
-        ))
-    lines = [
-        "| muscle | peak F_T (N) | fibre length (cm) | max abs v/v_max | peak a | ∂(peak moment)/∂F_max (m) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lo, hi = r["fiber_length_range_m"]
-        lines.append(f"| {r['muscle']} | {r['peak_tendon_force_N']:.2f} | {lo * 100:.2f}–{hi * 100:.2f} | "
-                     f"{r['max_abs_norm_fiber_velocity']:.3f} | {r['peak_activation']:.3f} | "
-                     f"{r['dpeak_moment_dfmax_m']:.4f} |")
-    summary = (f"Peak wrist flexion moment {float(jnp.max(traj['moment'])):.3f} N·m, peak extension "
-               f"moment {float(-jnp.min(traj['moment'])):.3f} N·m; across the cohort the peak flexion "
-               f"moment spans {float(jnp.min(moments.max(axis=1))):.3f}–"
-               f"{float(jnp.max(moments.max(axis=1))):.3f} N·m.")
-    report = "\n".join(lines + ["", summary])
-    progress("")
-    progress(report)
-
-    results = dict(
-        device=f"{device.platform}: {getattr(device, 'device_kind', device)}",
-        single_simulation=dict(compile_and_run_s=first, run_s=steady, solver_steps=int(traj["steps"])),
-        cohort=dict(n_subjects=n_subjects, compile_and_run_s=c_first, run_s=c_steady),
-        muscles=rows,
-        summary=summary,
-    )
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "report.md", "# jaxmsk demo\n\n" + report + "\n")
-        _atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
-        progress(f"\nwrote {out / 'report.md'} and {out / 'results.json'}")
+def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int = 2,
+             duration: float = 10.0, seed: int = 0, share_fraction: float = 0.2,
+             config: TransferConfig = DEMO_CONFIG,
+             overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
+    """Run the reduced experiment and write `results.json`, `results.md`, `errors.png` and
+    `traces.png` into `out`. Returns the results dictionary."""
+    if not 1 <= folds <= n_subjects - 1:
+        raise ValueError(f"folds={folds}: between 1 and n_subjects - 1 = {n_subjects - 1}.")
+    started = time.perf_counter()
+    key = jax.random.key(seed)
+    k_cohort, k_folds = jax.random.split(key)
+    wrist = models.wrist()
+    progress(f"jaxmsk demo on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+             f"{'float64' if jax.config.jax_enable_x64 else 'float32'}")
+    cohort = synthetic_cohort(wrist, n_subjects, k_cohort, repetitions=repetitions,
+                              duration=duration, progress=progress)
+    progress("processing sEMG (band-pass, notch, envelope, MVC, 100 Hz) ...")
+    dataset = cohort.to_dataset().process()
+    fold_results = []
+    for i, target in enumerate(cohort.subject_ids[-folds:]):
+        progress(f"fold {i + 1}/{folds}: held-out subject {target}")
+        fold_results.append(run_fold(dataset, target, wrist, config,
+                                     jax.random.fold_in(k_folds, i),
+                                     share_fraction=share_fraction, progress=progress))
+    results = {
+        "methods": _aggregate(fold_results),
+        "strength": _strength(cohort, fold_results),
+        "folds": [{k: v for k, v in f.items()
+                   if k not in ("predictors", "generic_predictor", "test")}
+                  for f in fold_results],
+        "share_fraction": share_fraction,
+        "cohort": {"subjects": n_subjects, "trials_per_subject": cohort.n_trials,
+                   "duration_s": duration, "seed": seed, "checks": cohort.metadata["checks"]},
+        "config": {k: (v if isinstance(v, (int, float, str)) else repr(v))
+                   for k, v in config.__dict__.items()},
+        "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
+        "units": {"angle": "rad", "force": "N", "eom_residual_rms": "dimensionless"},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(out, cohort, dataset, fold_results[-1], results, overwrite)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["files"] = [str(out / "results.json"), str(out / "results.md")] + plots
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n",
+                      overwrite=overwrite)
+    atomic_write_text(out / "results.md", _markdown(results), overwrite=overwrite)
+    progress("\n" + _markdown(results))
+    progress(f"wrote {', '.join(results['files'])}")
     return results
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

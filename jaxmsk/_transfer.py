@@ -44,7 +44,7 @@ class TransferConfig:
     personal_steps: int = 400
     batch_size: int = 32
     generic_learning_rate: float = 3e-3
-    personal_learning_rate: float = 3e-3
+    personal_learning_rate: float = 1e-3
     weights: LossWeights = LossWeights()
     eval_every: int = 50
     patience: int = 6
@@ -55,6 +55,26 @@ class TransferConfig:
             return self.network(n_inputs, n_outputs, key)
         from .nn import CNN
         return CNN(n_inputs, n_outputs, key=key)
+
+
+def _split_in_time(share: Dataset, receptive_field: int, config: TransferConfig
+                   ) -> tuple[Segments, Segments]:
+    """Train on the first (1 − validation_fraction) of every trial of a subject's share and
+    validate on the rest: segments never overlap across the split, so early stopping sees
+    unseen data (random segments of one trial would leak into validation)."""
+    first, last = share.share(None, fraction=1.0 - config.validation_fraction)
+    parts = []
+    for part in (first, last):
+        shortest = min(t.n_samples for t in part.trials)
+        length = min(config.segment_length, shortest - receptive_field + 1)
+        if length < 3:
+            raise ValueError(
+                f"the subject's share is too short: {shortest} samples in its smallest "
+                f"{'training' if part is first else 'validation'} part, but the network needs "
+                f"{receptive_field} + 2; give a larger share or a smaller validation_fraction.")
+        parts.append(make_segments(part, receptive_field, length,
+                                   stride=max(1, length // 4)))
+    return parts[0], parts[1]
 
 
 def _split_segments(seg: Segments, fraction: float, key) -> tuple[Segments, Segments]:
@@ -94,13 +114,10 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
                 *, trainable: str = "head", physics: bool = True, physical: bool = True,
                 progress=None, label: str = "pi_transfer: "):
     """Fine-tune `generic` on a subject's small `share` (see the module docstring).
-    Validation: a random `validation_fraction` of the share's segments."""
-    k_split, k_fit = jax.random.split(key)
-    seg = make_segments(share, generic.net.receptive_field, config.segment_length,
-                        stride=config.segment_length // 4)
-    train, val = _split_segments(seg, config.validation_fraction, k_split)
+    Validation: the last `validation_fraction` of each of the share's trials."""
+    train, val = _split_in_time(share, generic.net.receptive_field, config)
     return fit(generic, SubjectAdjustment.identity(model.n_muscles), model, train, val,
-               key=k_fit, trainable=trainable, train_physical=physical and physics,
+               key=key, trainable=trainable, train_physical=physical and physics,
                weights=_weights(config, physics),
                steps=config.personal_steps, batch_size=config.batch_size,
                learning_rate=config.personal_learning_rate, eval_every=config.eval_every,
@@ -110,12 +127,10 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
 def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, physics: bool,
                  progress=None, label: str = ""):
     """A new network trained on the subject's share only (target_only / pi_no_transfer)."""
-    k_net, k_split, k_fit = jax.random.split(key, 3)
+    k_net, k_fit = jax.random.split(key)
     t = share.trials[0]
     net = config.make_network(len(t.emg_labels), t.q.shape[1] + t.forces.shape[1], k_net)
-    seg = make_segments(share, net.receptive_field, config.segment_length,
-                        stride=config.segment_length // 4)
-    train, val = _split_segments(seg, config.validation_fraction, k_split)
+    train, val = _split_in_time(share, net.receptive_field, config)
     return fit(Predictor.create(net, train), SubjectAdjustment.identity(model.n_muscles), model,
                train, val, key=k_fit, trainable="all", train_physical=physics,
                weights=_weights(config, physics),
@@ -125,10 +140,12 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
 
 
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
-             share_trials: int = 1, methods=METHODS, progress=None, generic=None) -> dict:
+             share_fraction: float | None = 0.2, share_trials: int | None = None,
+             methods=METHODS, progress=None, generic=None) -> dict:
     """One leave-one-subject-out fold: train the generic network on every other subject
-    (or take `generic`), give each method `share_trials` trials of `target`, and evaluate on
-    the target's remaining trials. Returns {"methods": {name: metrics}, "strength_scales":
+    (or take `generic`), give each method a small share of `target` — the first
+    `share_fraction` of every trial (default 20 %), or `share_trials` whole trials — and
+    evaluate on the rest of the target's data. Returns {"methods": {name: metrics}, "strength_scales":
     exp(log_strength) of the physics-informed personalisations, ...}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -136,10 +153,13 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
     say = progress or (lambda s: None)
     k_gen, k_share, k_methods = jax.random.split(key, 3)
     source, target_data = dataset.leave_one_subject_out(target)
-    share, test = target_data.share(k_share, trials=share_trials)
+    if share_trials is not None:
+        share, test = target_data.share(k_share, trials=share_trials)
+    else:
+        share, test = target_data.share(k_share, fraction=share_fraction)
     if generic is None:
         generic = train_generic(source, model, config, k_gen, progress=say).predictor
-    results, extra = {}, {}
+    results, extra, predictors = {}, {}, {}
     keys = dict(zip(METHODS, jax.random.split(k_methods, len(METHODS))))
     for name in methods:
         label = f"{target} {name}: "
@@ -164,12 +184,15 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
                              label=label)
             pred, adjustment = r.predictor, r.adjustment
         results[name] = evaluate(pred, test, model, adjustment)
+        predictors[name] = pred
         if adjustment is not None:
             extra[name] = np.exp(np.asarray(adjustment.log_strength)).tolist()
         say(f"{label}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
             f"{results[name]['force_rmse']:.3f} N")
     return {"target": target, "share_trials": [t.name for t in share.trials],
-            "methods": results, "strength_scales": extra, "generic_predictor": generic}
+            "test_trials": [t.name for t in test.trials], "methods": results,
+            "strength_scales": extra, "generic_predictor": generic, "predictors": predictors,
+            "test": test}
 
 
 __all__ = ["METHODS", "TransferConfig", "train_generic", "personalise", "from_scratch",

@@ -28,7 +28,12 @@ def _demo(args) -> int:
     out = _output_folder("demo", args)
     if out is None:
         return 2
-    run_demo(out=out, n_subjects=args.subjects)
+    try:
+        run_demo(out=out, n_subjects=args.subjects, folds=args.folds, seed=args.seed,
+                 overwrite=args.overwrite)
+    except ValueError as e:
+        print(f"jaxmsk demo: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -57,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxmsk", description="Differentiable, personalised musculoskeletal modelling in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="simulate the five wrist muscles and print a report")
-    demo.add_argument("--out", default="jaxmsk-demo", help="folder for report.md and results.json")
-    demo.add_argument("--subjects", type=int, default=64, help="strength-scaled subjects to vmap over")
+    demo = sub.add_parser(
+        "demo", help="physics-informed transfer learning on a synthetic wrist cohort (minutes)")
+    demo.add_argument("--out", default="jaxmsk-demo",
+                      help="folder for results.json, results.md and plots")
+    demo.add_argument("--subjects", type=int, default=5, help="subjects in the cohort")
+    demo.add_argument("--folds", type=int, default=1,
+                      help="held-out subjects (leave-one-subject-out folds) to run")
+    demo.add_argument("--seed", type=int, default=0, help="PRNG seed")
     demo.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
     demo.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
     demo.set_defaults(func=_demo)

@@ -139,7 +139,8 @@ def test_head_only_fit_with_personal_physics_and_resume(processed, small_cohort,
 def test_one_fold_runs_every_method(processed, small_cohort):
     config = TransferConfig(network=small_cnn, segment_length=16, generic_steps=20,
                             personal_steps=10, batch_size=8, eval_every=10)
-    res = run_fold(processed, "S03", small_cohort.model, config, jax.random.key(2))
+    res = run_fold(processed, "S03", small_cohort.model, config, jax.random.key(2),
+                   share_trials=1)
     assert tuple(res["methods"]) == METHODS
     for name, r in res["methods"].items():
         for k in ("angle_rmse", "force_rmse", "angle_nrmse", "force_r2", "angle_pearson_r",
