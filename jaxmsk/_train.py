@@ -14,6 +14,7 @@ constraint, and fine-tuning them for one subject.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -215,6 +216,38 @@ def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
     return (pred_spec, adj_spec)
 
 
+@functools.lru_cache(maxsize=64)
+def _optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine-decayed learning rate; cached so that fits with the same budget
+    share one object, and so one compiled train step (`_train_step` is jitted with the
+    optimizer as a static argument)."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
+
+
+def _loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
+    pred, adj = eqx.combine(p, static)
+    if weights.physics:
+        data, eom, cons = losses(pred, adj, model, emg, q, f, dt)
+        phys = weights.eom * jnp.mean(eom) + weights.consistency * jnp.mean(cons)
+    else:
+        data, phys = _data_only(pred, emg, q, f), jnp.zeros(())
+    loss = jnp.mean(data) + phys + weights.regularisation * adj.penalty()
+    return loss, (jnp.mean(data), phys)
+
+
+# Module level, so that fits with the same structure, shapes and settings (folds, methods,
+# resumed runs) reuse one compilation.
+_total_loss = eqx.filter_jit(_loss_terms)
+
+
+@eqx.filter_jit
+def _train_step(p, static, state, emg, q, f, model, optim, weights, dt):
+    (loss, aux), g = eqx.filter_value_and_grad(_loss_terms, has_aux=True)(
+        p, static, emg, q, f, model, weights, dt)
+    updates, state = optim.update(g, state, p)
+    return eqx.apply_updates(p, updates), state, loss, aux
+
+
 def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train: Segments,
         val: Segments, *, key, trainable: str = "all", train_physical: bool = False,
         weights: LossWeights = LossWeights(), steps: int = 1000, batch_size: int = 32,
@@ -243,30 +276,14 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
     dt = 1.0 / train.fs
     spec = _filter(predictor, adjustment, trainable, train_physical)
     params, static = eqx.partition((predictor, adjustment), spec)
-    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
-    optim = optax.adam(schedule)
+    optim = _optimizer(learning_rate, steps)
     opt_state = optim.init(params)
-    w = weights
 
-    def total(p, emg, q, f):
-        pred, adj = eqx.combine(p, static)
-        if w.physics:
-            data, eom, cons = losses(pred, adj, model, emg, q, f, dt)
-            phys = w.eom * jnp.mean(eom) + w.consistency * jnp.mean(cons)
-        else:
-            data, phys = _data_only(pred, emg, q, f), jnp.zeros(())
-        loss = jnp.mean(data) + phys + w.regularisation * adj.penalty()
-        return loss, (jnp.mean(data), phys)
-
-    @eqx.filter_jit
     def step(p, state, emg, q, f):
-        (loss, aux), g = eqx.filter_value_and_grad(total, has_aux=True)(p, emg, q, f)
-        updates, state = optim.update(g, state, p)
-        return eqx.apply_updates(p, updates), state, loss, aux
+        return _train_step(p, static, state, emg, q, f, model, optim, weights, dt)
 
-    @eqx.filter_jit
     def evaluate(p, emg, q, f):
-        return total(p, emg, q, f)
+        return _total_loss(p, static, emg, q, f, model, weights, dt)
 
     start, best, best_params, best_step, bad = 0, np.inf, params, 0, 0
     history = []
