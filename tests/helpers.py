@@ -205,6 +205,6 @@ def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accu
 
 
 # The small synthetic cohort shared (session fixture `small_cohort` in conftest.py) by the
-# cohort, dataset and transfer tests, which run on one xdist worker (group "cohort") so that
-# its compilation (about a minute) is paid once.
+# cohort and dataset tests (xdist group "cohort") and the transfer and demo tests (group
+# "transfer"); each group runs on one worker, so each worker builds it at most once.
 SMALL_COHORT = {"n_subjects": 3, "duration": 3.0, "repetitions": 1, "seed": 0}

@@ -46,10 +46,10 @@ def test_cli_help_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "user data"
 
 
-@pytest.mark.xdist_group("cohort")  # reuses the session cohort's compiled simulations
+@pytest.mark.xdist_group("transfer")  # with tests/test_transfer.py: one cohort, one compile
 def test_demo_runs_and_reports(tmp_path, small_cohort):
     """The demo end to end on the small cohort's sizes with tiny training budgets (the real
-    run's figures are in README)."""
+    run's figures are in README): one leave-one-subject-out fold with every method."""
     from jaxmsk._demo import METRICS, run_demo
     from jaxmsk._transfer import METHODS, TransferConfig
 
@@ -71,6 +71,11 @@ def test_demo_runs_and_reports(tmp_path, small_cohort):
     assert saved["units"] == {"angle": "rad", "force": "N", "eom_residual_rms": "dimensionless"}
     assert saved["folds"][0]["target"] == "S03"
     assert set(saved["strength"]) == {"pi_transfer", "pi_no_transfer", "full_finetune"}
+    for m in METHODS:
+        assert saved["methods"][m]["angle_rmse"] > 0 and saved["methods"][m]["force_rmse"] > 0
+    fold = saved["folds"][0]
+    assert fold["share_trials"] == ["slow_1", "medium_1", "fast_1", "free_1"]  # 20 % of each
+    assert all(t.endswith("#rest") for t in fold["test_trials"])
     assert (tmp_path / "demo" / "results.md").read_text().startswith("# jaxmsk demo")
     for png in ("errors.png", "traces.png"):
         assert (tmp_path / "demo" / png).read_bytes()[:4] == b"\x89PNG"
