@@ -208,3 +208,27 @@ def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accu
 # cohort and dataset tests (xdist group "cohort") and the transfer and demo tests (group
 # "transfer"); each group runs on one worker, so each worker builds it at most once.
 SMALL_COHORT = {"n_subjects": 3, "duration": 3.0, "repetitions": 1, "seed": 0}
+
+
+def hidden_entries(parent) -> list[str]:
+    """Names of hidden entries (temporary files or folders a writer left) in `parent`."""
+    import os
+
+    return [n for n in os.listdir(parent) if n.startswith(".")]
+
+
+def assert_foreign_folder_kept(tmp_path, write, match: str) -> None:
+    """`write(path)` with overwrite=True on a folder holding someone's files must refuse
+    (FileExistsError matching `match`) and leave the folder and its parent as they were."""
+    import os
+
+    import pytest
+
+    path = tmp_path / "results"
+    path.mkdir()
+    (path / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match=match):
+        write(path)
+    assert os.listdir(path) == ["thesis.tex"]
+    assert (path / "thesis.tex").read_text() == "years of work"
+    assert hidden_entries(tmp_path) == []

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_foreign_folder_kept, hidden_entries
 
 import jaxmsk
 from jaxmsk.data import Cohort
@@ -74,10 +75,6 @@ def _snapshot(folder) -> dict[str, bytes]:
     return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
 
 
-def _hidden(parent) -> list[str]:
-    return [n for n in os.listdir(parent) if n.startswith(".")]
-
-
 @pytest.fixture(scope="module")
 def cohort() -> Cohort:
     return _cohort(0)
@@ -89,7 +86,7 @@ def test_cohort_round_trip_is_exact(tmp_path, cohort):
     path = tmp_path / "cohort_S2"
     assert save_cohort(path, cohort) == os.fspath(path)
     assert sorted(os.listdir(path)) == ["arrays.npz", "cohort.json", "model.json"]
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
     loaded = load_cohort(path)
     _assert_same_cohort(cohort, loaded)
     _assert_same_tree(cohort.subject_model(1), loaded.subject_model(1))
@@ -116,7 +113,7 @@ def test_refuses_to_overwrite_and_leaves_folder_untouched(tmp_path, cohort):
     with pytest.raises(FileExistsError, match=r"cohort exists; pass overwrite=True"):
         save_cohort(path, _cohort(1))
     assert _snapshot(path) == before
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
 
 
 def test_overwrite_replaces(tmp_path, cohort):
@@ -126,38 +123,11 @@ def test_overwrite_replaces(tmp_path, cohort):
     assert not np.array_equal(other.q, cohort.q)
     save_cohort(path, other, overwrite=True)
     _assert_same_cohort(other, load_cohort(path))
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_cohort(tmp_path, cohort):
-    path = tmp_path / "results"
-    path.mkdir()
-    (path / "thesis.tex").write_text("years of work")
-    with pytest.raises(FileExistsError, match="not a jaxmsk cohort folder"):
-        save_cohort(path, cohort, overwrite=True)
-    assert os.listdir(path) == ["thesis.tex"]
-    assert (path / "thesis.tex").read_text() == "years of work"
-    assert _hidden(tmp_path) == []
-
-
-@pytest.mark.parametrize("existing", [False, True])
-def test_failure_while_writing_leaves_nothing_behind(tmp_path, cohort, monkeypatch, existing):
-    path = tmp_path / "cohort"
-    if existing:
-        save_cohort(path, cohort)
-    before = _snapshot(path) if existing else None
-
-    def savez(*args, **kwargs):
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(np, "savez", savez)
-    with pytest.raises(OSError, match="No space left"):
-        save_cohort(path, _cohort(1), overwrite=existing)
-    assert _hidden(tmp_path) == []
-    if existing:
-        assert _snapshot(path) == before
-    else:
-        assert os.listdir(tmp_path) == []
+    assert_foreign_folder_kept(tmp_path, lambda path: save_cohort(path, cohort, overwrite=True), "not a jaxmsk cohort folder")
 
 
 def test_failed_final_rename_restores_the_old_folder(tmp_path, cohort, monkeypatch):
@@ -175,7 +145,7 @@ def test_failed_final_rename_restores_the_old_folder(tmp_path, cohort, monkeypat
     with pytest.raises(OSError, match="rename failed"):
         save_cohort(path, _cohort(1), overwrite=True)
     assert _snapshot(path) == before
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
 
 
 def test_save_rejects_bad_cohorts_before_writing(tmp_path, cohort):

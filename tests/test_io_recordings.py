@@ -15,7 +15,7 @@ from jaxmsk.data import Cohort, Dataset, Trial
 from jaxmsk.io._recordings import export_recordings, load_recordings
 from jaxmsk.io._sto import read_sto, write_sto
 
-from helpers import import_opensim
+from helpers import assert_foreign_folder_kept, hidden_entries, import_opensim
 
 N_SUBJECTS, N_TIME, N_EMG, N_MVC = 2, 11, 101, 40
 FS, FS_EMG = 100.0, 1000.0  # both series span 0–0.1 s
@@ -67,10 +67,6 @@ def _snapshot(root) -> dict[str, bytes]:
     return out
 
 
-def _hidden(parent) -> list[str]:
-    return [n for n in os.listdir(parent) if n.startswith(".")]
-
-
 def _write(path, time, values, labels, **kwargs):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_sto(path, time, values, labels, **kwargs)
@@ -99,7 +95,7 @@ def test_cohort_round_trip_is_exact(tmp_path, cohort):
     assert sorted(os.listdir(root / "S01")) == sorted(
         ["mvc_emg.sto"] + [f"{t}_{s}" for t in TRIALS for s in
                            ("emg.sto", "kinematics.mot", "muscle_forces.sto")])
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
     header = read_sto(root / "S01" / "slow_1_emg.sto").metadata
     assert header["emg"] == "raw" and header["units"] == "mV"
     assert read_sto(root / "S01" / "slow_1_kinematics.mot").in_degrees is False
@@ -304,7 +300,7 @@ def test_refuses_to_overwrite_and_leaves_folder_untouched(exported, cohort, tmp_
     with pytest.raises(FileExistsError, match="exists and is not empty; pass overwrite=True"):
         export_recordings(exported, _cohort(1))
     assert _snapshot(exported) == before
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
 
 
 def test_overwrite_replaces(exported, tmp_path):
@@ -313,17 +309,11 @@ def test_overwrite_replaces(exported, tmp_path):
     got = _trials(load_recordings(exported))
     for key, e in _trials(other.to_dataset()).items():
         np.testing.assert_array_equal(got[key].q, e.q)
-    assert _hidden(tmp_path) == []
+    assert hidden_entries(tmp_path) == []
 
 
 def test_overwrite_never_deletes_other_data(tmp_path, cohort):
-    root = tmp_path / "results"
-    root.mkdir()
-    (root / "thesis.tex").write_text("years of work")
-    with pytest.raises(FileExistsError, match="not a subject folder of the recordings layout"):
-        export_recordings(root, cohort, overwrite=True)
-    assert os.listdir(root) == ["thesis.tex"]
-    assert _hidden(tmp_path) == []
+    assert_foreign_folder_kept(tmp_path, lambda path: export_recordings(path, cohort, overwrite=True), "not a subject folder of the recordings layout")
 
 
 def test_export_into_an_existing_empty_folder(tmp_path, cohort):

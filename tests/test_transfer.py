@@ -98,8 +98,6 @@ def test_physics_terms_are_small_on_the_truth(small_cohort, segments):
     assert float(jnp.max(data)) == 0.0
     shuffled = Truth(emg, labels[:, :, jnp.array([0, 2, 1, 4, 5, 3])], jnp.ones(6), 1)
     _, eom_bad, cons_bad = losses(shuffled, SubjectAdjustment.identity(5), model, emg, q, f, 0.01)
-    print("eom", float(jnp.mean(eom)), float(jnp.mean(eom_bad)), "cons", float(jnp.mean(cons)),
-          float(jnp.mean(cons_bad)))
     assert float(jnp.mean(eom)) < 1e-2 * float(jnp.mean(eom_bad))
     assert float(jnp.mean(cons)) < 0.5 * float(jnp.mean(cons_bad))
 
