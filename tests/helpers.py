@@ -232,3 +232,38 @@ def assert_foreign_folder_kept(tmp_path, write, match: str) -> None:
     assert os.listdir(path) == ["thesis.tex"]
     assert (path / "thesis.tex").read_text() == "years of work"
     assert hidden_entries(tmp_path) == []
+
+
+def fake_cohort(seed: int, *, trial_names, n_time: int, fs: float, n_emg: int, fs_emg: float,
+                n_mvc: int, n_subjects: int = 2, force_scale: float = 1.0, metadata=None):
+    """A `jaxmsk.data.Cohort` of random data with consistent shapes, without simulating
+    (for file I/O tests). Subject parameters take `sample_subject`'s shapes from
+    `jax.eval_shape` (eager sampling takes seconds); emg is float32, the rest float64."""
+    import functools
+
+    import jax
+    import numpy as np
+
+    import jaxmsk
+    from jaxmsk.data import Cohort
+
+    model = jaxmsk.models.wrist()
+    m, d = model.n_muscles, model.n_dofs
+    rng = np.random.default_rng(seed)
+    one = jax.eval_shape(functools.partial(jaxmsk.data.sample_subject, n_muscles=m),
+                         jax.random.key(seed))
+    subjects = jax.tree.map(lambda s: rng.random((n_subjects, *s.shape)).astype(s.dtype), one)
+    shape = (n_subjects, len(trial_names), n_time)
+    dofs = {k: rng.standard_normal((*shape, d))
+            for k in ("q", "qdot", "qddot", "target", "moments")}
+    muscles = {k: rng.random((*shape, m)) * force_scale
+               for k in ("excitation", "activation", "tendon_force", "fiber_length")}
+    return Cohort(
+        model=model, subjects=subjects,
+        subject_ids=tuple(f"S{i + 1:02d}" for i in range(n_subjects)),
+        trial_names=tuple(trial_names), protocols=tuple(t.split("_")[0] for t in trial_names),
+        fs=fs, fs_emg=fs_emg, time=np.arange(n_time) / fs, time_emg=np.arange(n_emg) / fs_emg,
+        **dofs, **muscles,
+        emg=rng.standard_normal((n_subjects, len(trial_names), n_emg, m)).astype(np.float32),
+        mvc_emg=rng.standard_normal((n_subjects, n_mvc, m)),
+        metadata={"generator": "test"} if metadata is None else metadata)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 
@@ -12,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_foreign_folder_kept, hidden_entries
+from helpers import assert_foreign_folder_kept, fake_cohort, hidden_entries
 
 import jaxmsk
 from jaxmsk.data import Cohort
@@ -25,26 +24,12 @@ N_SUBJECTS, N_TRIALS, N_TIME, N_EMG, N_MVC = 2, 3, 11, 201, 100
 
 def _cohort(seed: int = 0) -> Cohort:
     """A small cohort of random data with the right shapes (no simulation)."""
-    model = jaxmsk.models.wrist()
-    m, d = model.n_muscles, model.n_dofs
-    rng = np.random.default_rng(seed)
-    # The shapes of `sample_subject`'s output without running it (eager sampling takes seconds).
-    one = jax.eval_shape(functools.partial(jaxmsk.data.sample_subject, n_muscles=m),
-                         jax.random.key(seed))
-    subjects = jax.tree.map(lambda s: rng.random((N_SUBJECTS, *s.shape)).astype(s.dtype), one)
-    dofs = {k: rng.standard_normal((N_SUBJECTS, N_TRIALS, N_TIME, d))
-            for k in ("q", "qdot", "qddot", "target", "moments")}
-    muscles = {k: rng.random((N_SUBJECTS, N_TRIALS, N_TIME, m))
-               for k in ("excitation", "activation", "tendon_force", "fiber_length")}
-    return Cohort(
-        model=model, subjects=subjects, subject_ids=("S01", "S02"),
-        trial_names=("slow_1", "fast_1", "free_1"), protocols=("slow", "fast", "free"),
-        fs=100.0, fs_emg=2000.0 / 3.0, time=np.arange(N_TIME) / 100.0,
-        time_emg=np.arange(N_EMG) / (2000.0 / 3.0), **dofs, **muscles,
-        emg=rng.standard_normal((N_SUBJECTS, N_TRIALS, N_EMG, m)).astype(np.float32),
-        mvc_emg=rng.standard_normal((N_SUBJECTS, N_MVC, m)),
-        metadata={"generator": "test", "seed": seed, "checks": {"max_error_rad": 0.1 + 0.2},
-                  "ranges": [[-1.0, 1.0]]})
+    return fake_cohort(seed, trial_names=("slow_1", "fast_1", "free_1"), n_time=N_TIME,
+                       fs=100.0, n_emg=N_EMG, fs_emg=2000.0 / 3.0, n_mvc=N_MVC,
+                       n_subjects=N_SUBJECTS,
+                       metadata={"generator": "test", "seed": seed,
+                                 "checks": {"max_error_rad": 0.1 + 0.2},
+                                 "ranges": [[-1.0, 1.0]]})
 
 
 def _assert_same_cohort(a: Cohort, b: Cohort) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import jax
@@ -15,7 +14,7 @@ from jaxmsk.data import Cohort, Dataset, Trial
 from jaxmsk.io._recordings import export_recordings, load_recordings
 from jaxmsk.io._sto import read_sto, write_sto
 
-from helpers import assert_foreign_folder_kept, hidden_entries, import_opensim
+from helpers import assert_foreign_folder_kept, fake_cohort, hidden_entries, import_opensim
 
 N_SUBJECTS, N_TIME, N_EMG, N_MVC = 2, 11, 101, 40
 FS, FS_EMG = 100.0, 1000.0  # both series span 0–0.1 s
@@ -25,23 +24,8 @@ MUSCLES = ("FCR", "FCU", "ECU", "ECRB", "ECRL")
 
 def _cohort(seed: int = 0) -> Cohort:
     """A small cohort of random data with consistent spans (no simulation)."""
-    model = jaxmsk.models.wrist()
-    m, d = model.n_muscles, model.n_dofs
-    rng = np.random.default_rng(seed)
-    one = jax.eval_shape(functools.partial(jaxmsk.data.sample_subject, n_muscles=m),
-                         jax.random.key(seed))
-    subjects = jax.tree.map(lambda s: rng.random((N_SUBJECTS, *s.shape)).astype(s.dtype), one)
-    shape = (N_SUBJECTS, len(TRIALS), N_TIME)
-    dofs = {k: rng.standard_normal((*shape, d)) for k in ("q", "qdot", "qddot", "target",
-                                                           "moments")}
-    muscles = {k: rng.random((*shape, m)) * 500.0 for k in ("excitation", "activation",
-                                                            "tendon_force", "fiber_length")}
-    return Cohort(
-        model=model, subjects=subjects, subject_ids=("S01", "S02"), trial_names=TRIALS,
-        protocols=("slow", "fast"), fs=FS, fs_emg=FS_EMG, time=np.arange(N_TIME) / FS,
-        time_emg=np.arange(N_EMG) / FS_EMG, **dofs, **muscles,
-        emg=rng.standard_normal((N_SUBJECTS, len(TRIALS), N_EMG, m)).astype(np.float32),
-        mvc_emg=rng.standard_normal((N_SUBJECTS, N_MVC, m)), metadata={"generator": "test"})
+    return fake_cohort(seed, trial_names=TRIALS, n_time=N_TIME, fs=FS, n_emg=N_EMG,
+                       fs_emg=FS_EMG, n_mvc=N_MVC, n_subjects=N_SUBJECTS, force_scale=500.0)
 
 
 @pytest.fixture(scope="module")
