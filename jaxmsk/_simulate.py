@@ -70,6 +70,27 @@ def _solver(solver, rtol, atol) -> diffrax.AbstractSolver:
     return solver
 
 
+def _solve(model: Model, y0: ModelState, ts: Array, excitation: Array, *, solver=None,
+           rtol: float = 1e-6, atol: float = 1e-8, dt0: float | None = None,
+           max_steps: int = 100_000, adjoint=None, throw: bool = True) -> diffrax.Solution:
+    """Integrate from a given state `y0` (no equilibrium, no input checks); states saved at
+    `ts`. Shared by `simulate` and `identify` (whose multiple-shooting segments start from
+    free states)."""
+    interp = diffrax.LinearInterpolation(ts=ts, ys=excitation)
+    span = ts[-1] - ts[0]
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(model.vector_field), _solver(solver, rtol, atol), ts[0], ts[-1],
+        dt0=span * 1e-3 if dt0 is None else dt0, y0=y0, args=interp,
+        saveat=diffrax.SaveAt(ts=ts),
+        # Steps land on every excitation sample: the interpolated excitation has kinks there.
+        stepsize_controller=diffrax.ClipStepSizeController(
+            diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),
+        max_steps=max_steps,
+        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
+        throw=throw,
+    )
+
+
 def simulate(
     model: Model,
     excitation: Float[ArrayLike, "time muscles"],
@@ -126,20 +147,8 @@ def simulate(
     ts, excitation = ts.astype(dtype), excitation.astype(dtype)
     a0 = excitation[0] if activation0 is None else activation0
     y0 = model.initial_state(jnp.asarray(q0, dtype), qdot0, a0)
-    interp = diffrax.LinearInterpolation(ts=ts, ys=excitation)
-    solver = _solver(solver, rtol, atol)
-    span = ts[-1] - ts[0]
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(model.vector_field), solver, ts[0], ts[-1],
-        dt0=span * 1e-3 if dt0 is None else dt0, y0=y0, args=interp,
-        saveat=diffrax.SaveAt(ts=ts),
-        # Steps land on every excitation sample: the interpolated excitation has kinks there.
-        stepsize_controller=diffrax.ClipStepSizeController(
-            diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),
-        max_steps=max_steps,
-        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
-        throw=throw,
-    )
+    sol = _solve(model, y0, ts, excitation, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
+                 max_steps=max_steps, adjoint=adjoint, throw=throw)
     ys: ModelState = sol.ys
     out = jax.vmap(model.outputs)(ys)
     return Trajectory(

@@ -18,12 +18,12 @@ import functools
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ._model import Model
 from ._scale import scale_parameters
@@ -32,6 +32,9 @@ from .data._subjects import _scale_fields
 from .nn import head_filter
 from .data._emg import delay as shift_in_time
 from .physics import emg_to_activation, equation_of_motion_residual, muscle_consistency_residual
+
+if TYPE_CHECKING:
+    import optax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,11 +199,26 @@ def losses(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, em
 
 @dataclasses.dataclass
 class FitResult:
+    """What `fit` (and `jaxmsk.train` / `jaxmsk.personalise`) returns.
+
+    Attributes:
+        predictor: the `Predictor` at the best validation loss.
+        adjustment: the `SubjectAdjustment` at that step (identity unless physical
+            parameters were trained).
+        history: one dict per evaluation: step, loss, data, physics (training batch) and
+            val_loss, val_data, val_physics (dimensionless, see `LossWeights`).
+        best_step: the step of the returned parameters.
+        seconds: wall-clock time of the optimisation (s).
+        train, val: the `Segments` trained and validated on.
+    """
+
     predictor: Predictor
     adjustment: SubjectAdjustment
     history: list[dict]
     best_step: int
     seconds: float
+    train: Segments | None = None
+    val: Segments | None = None
 
 
 def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
@@ -220,7 +238,10 @@ def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
 def _optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
     """Adam with a cosine-decayed learning rate; cached so that fits with the same budget
     share one object, and so one compiled train step (`_train_step` is jitted with the
-    optimizer as a static argument)."""
+    optimizer as a static argument). optax is imported here, not at module level: it adds
+    ~0.1 s to `import jaxmsk` for users who never train."""
+    import optax
+
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
 
 
@@ -324,7 +345,7 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
                 say(f"{label}early stop at step {i + 1}; best validation at step {best_step}")
                 break
     pred, adj = eqx.combine(best_params, static)
-    return FitResult(pred, adj, history, best_step, time.perf_counter() - t0)
+    return FitResult(pred, adj, history, best_step, time.perf_counter() - t0, train, val)
 
 
 def _data_only(pred: Predictor, emg, q, forces):
@@ -352,14 +373,20 @@ def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
              adjustment: SubjectAdjustment | None = None) -> dict:
     """Metrics of a predictor over whole trials (windows ending on every sample), pooled.
 
-    Returns {"angle": metrics, "force": metrics, "angle_rmse": mean over DoFs (rad),
-    "force_rmse": mean over muscles (N), ..., "eom_residual_rms": RMS of the equation-of-motion
-    residual of the predictions (dimensionless; under `adjustment` if given)}."""
-    run = eqx.filter_jit(predictor)
+    Args:
+        predictor: a trained `Predictor`.
+        dataset: processed trials with q (rad) and force (N) labels at one rate.
+        model: if given, also the RMS of the equation-of-motion residual of the predictions
+            under `adjustment` applied to it (identity if None).
+
+    Returns {"angle": metrics, "force": metrics (per output, lists; see `metrics`),
+    "angle_rmse": mean over DoFs (rad), "force_rmse": mean over muscles (N), and the means
+    of nrmse, r2, pearson_r, "eom_residual_rms": RMS of the equation-of-motion residual
+    (dimensionless) when `model` is given}."""
     rf = predictor.net.receptive_field
     qs, fs, qt, ft, res = [], [], [], [], []
     for t in dataset.trials:
-        q_hat, f_hat = run(jnp.asarray(t.emg))
+        q_hat, f_hat = predict(predictor, jnp.asarray(t.emg))
         qs.append(np.asarray(q_hat))
         fs.append(np.asarray(f_hat))
         qt.append(t.q[rf - 1:])
@@ -367,8 +394,41 @@ def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
         if model is not None:
             m = (adjustment or SubjectAdjustment.identity(model.n_muscles)).apply(model)
             res.append(np.asarray(_residual(m, q_hat, f_hat, 1.0 / t.fs)))
-    a = metrics(np.concatenate(qs), np.concatenate(qt))
-    f = metrics(np.concatenate(fs), np.concatenate(ft))
+    return _pooled(np.concatenate(qs), np.concatenate(fs), np.concatenate(qt),
+                   np.concatenate(ft), np.concatenate(res) if res else None)
+
+
+def evaluate_segments(predictor: Predictor, segments: Segments, model: Model | None = None,
+                      adjustment: SubjectAdjustment | None = None, *,
+                      batch_size: int = 256) -> dict:
+    """`evaluate` over the predictions of training or validation `Segments` (each segment's
+    `length` labelled samples, pooled), e.g. `FitResult.train` / `FitResult.val`; the
+    same dictionary. Predictions run in batches of `batch_size` segments (the last one
+    padded, so that every batch has one shape and one compilation)."""
+    qs, fs, res = [], [], []
+    m = None
+    if model is not None:
+        m = (adjustment or SubjectAdjustment.identity(model.n_muscles)).apply(model)
+    n = len(segments)
+    for s in range(0, n, batch_size):
+        idx = np.minimum(np.arange(s, s + batch_size), n - 1)
+        keep = min(batch_size, n - s)
+        q_hat, f_hat = _predict_batch(predictor, jnp.asarray(segments.emg[idx]))
+        qs.append(np.asarray(q_hat)[:keep])
+        fs.append(np.asarray(f_hat)[:keep])
+        if m is not None:
+            res.append(np.asarray(_residuals(m, q_hat, f_hat, 1.0 / segments.fs))[:keep])
+    def flat(xs):  # (segments, length, outputs) pieces → (samples, outputs)
+        x = np.concatenate(xs) if isinstance(xs, list) else xs
+        return x.reshape(-1, x.shape[-1])
+
+    return _pooled(flat(qs), flat(fs), flat(segments.q), flat(segments.forces),
+                   flat(res) if res else None)
+
+
+def _pooled(q_hat, f_hat, q, forces, residual) -> dict:
+    a = metrics(q_hat, q)
+    f = metrics(f_hat, forces)
     out = {"angle": {k: v.tolist() for k, v in a.items()},
            "force": {k: v.tolist() for k, v in f.items()},
            "angle_rmse": float(a["rmse"].mean()), "force_rmse": float(f["rmse"].mean()),
@@ -376,8 +436,8 @@ def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
            "angle_r2": float(a["r2"].mean()), "force_r2": float(f["r2"].mean()),
            "angle_pearson_r": float(a["pearson_r"].mean()),
            "force_pearson_r": float(f["pearson_r"].mean())}
-    if res:
-        out["eom_residual_rms"] = float(np.sqrt(np.mean(np.concatenate(res) ** 2)))
+    if residual is not None:
+        out["eom_residual_rms"] = float(np.sqrt(np.mean(residual ** 2)))
     return out
 
 
@@ -386,5 +446,22 @@ def _residual(model, q, f, dt):
     return equation_of_motion_residual(model, q, f, dt)
 
 
+@eqx.filter_jit
+def _residuals(model, q, f, dt):
+    return jax.vmap(lambda a, b: equation_of_motion_residual(model, a, b, dt))(q, f)
+
+
+@eqx.filter_jit
+def predict(predictor: Predictor, emg):
+    """`predictor(emg)`, compiled once per structure and shape (shared by every predictor of
+    one architecture): sEMG (T, channels) → (q (T', dofs) rad, forces (T', muscles) N)."""
+    return predictor(emg)
+
+
+@eqx.filter_jit
+def _predict_batch(predictor, emg):
+    return jax.vmap(predictor)(emg)
+
+
 __all__ = ["Segments", "make_segments", "Predictor", "SubjectAdjustment", "LossWeights",
-           "losses", "fit", "FitResult", "metrics", "evaluate"]
+           "losses", "fit", "FitResult", "metrics", "evaluate", "evaluate_segments"]

@@ -25,8 +25,8 @@ import jax
 import numpy as np
 
 from ._model import Model
-from ._train import (LossWeights, Predictor, Segments, SubjectAdjustment, evaluate, fit,
-                     make_segments)
+from ._train import (FitResult, LossWeights, Predictor, Segments, SubjectAdjustment, evaluate,
+                     fit, make_segments)
 from .data._dataset import Dataset
 
 METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics", "pi_no_transfer",
@@ -35,8 +35,24 @@ METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics", "pi_n
 
 @dataclasses.dataclass(frozen=True)
 class TransferConfig:
-    """Budgets and weights. `network(n_inputs, n_outputs, key)` builds a fresh network
-    (default: the paper's CNN, `jaxmsk.nn.CNN`)."""
+    """Budgets and weights of `train`, `personalise` and the baselines.
+
+    Attributes:
+        network: `network(n_inputs, n_outputs, key)` builds a fresh `jaxmsk.nn`
+            EMGRegressor (default: the paper's CNN, `jaxmsk.nn.CNN`); n_inputs = sEMG
+            channels, n_outputs = DoFs + muscles.
+        segment_length: predictions per training segment (samples; the physics residual
+            differentiates along them).
+        generic_steps, personal_steps: optimiser steps of `train` and of `personalise` (and
+            the baselines trained on a subject's share).
+        batch_size: segments per step.
+        generic_learning_rate, personal_learning_rate: Adam's initial rates (cosine decay).
+        weights: `LossWeights` of the physics and regularisation terms.
+        eval_every, patience: validate every `eval_every` steps; stop after `patience`
+            validations without improvement (the best parameters are kept).
+        validation_fraction: share of the segments (`train`) or of the end of each trial
+            (`personalise`) held out for early stopping.
+    """
 
     network: Callable | None = None
     segment_length: int = 64
@@ -91,10 +107,40 @@ def _weights(config: TransferConfig, physics: bool, regularise: bool = True) -> 
     return w if regularise else dataclasses.replace(w, regularisation=0.0)
 
 
+def train(source: Dataset, model: Model, config: TransferConfig = TransferConfig(), *, key,
+          physics: bool = True, progress: Callable[[str], None] | None = None,
+          checkpoint=None) -> FitResult:
+    """Train the generic network on source subjects: every layer, with the data loss plus
+    λ·physics (the equation-of-motion and muscle-consistency residuals of the predictions
+    under the generic `model`, weighted by `config.weights`).
+
+    Args:
+        source: processed trials (`Dataset.process()`) of the source subjects, at one rate
+            fs (Hz): sEMG envelopes (time, channels) with one channel per muscle of `model`
+            in its order, joint angles q (time, dofs) in rad and muscle forces (time,
+            muscles) in N.
+        model: the generic musculoskeletal `Model` whose physics the loss uses.
+        config: network, segment length (samples), steps, batch size, learning rate, loss
+            weights, early stopping (`TransferConfig`).
+        key: a JAX PRNG key (network initialisation, train/validation split, batches).
+        physics: False for a data-only loss (`LossWeights(0, 0, 0)`).
+        progress: called with a line per evaluation.
+        checkpoint: a file path; the training state is saved there atomically at every
+            evaluation, and a run with the same path resumes from it.
+
+    Returns a `FitResult`: `.predictor` maps sEMG (T, channels) to (q (T', dofs) rad,
+    forces (T', muscles) N), T' = T − receptive_field + 1; `.train` / `.val` are the
+    segments it used (split at random, `config.validation_fraction` for validation).
+    """
+    return train_generic(source, model, config, key, physics=physics, progress=progress,
+                         checkpoint=checkpoint)
+
+
 def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
-                  physics: bool = True, progress=None, checkpoint=None):
+                  physics: bool = True, progress=None, checkpoint=None) -> FitResult:
     """The generic network: all layers, data + λ·physics under the generic model, on the
-    source subjects' trials (segments split at random into train and validation)."""
+    source subjects' trials (segments split at random into train and validation). `train`
+    is the public form (same behaviour)."""
     k_net, k_split, k_fit = jax.random.split(key, 3)
     n_in = len(source.trials[0].emg_labels)
     n_out = source.trials[0].q.shape[1] + source.trials[0].forces.shape[1]
@@ -112,9 +158,31 @@ def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
 
 def personalise(generic: Predictor, share: Dataset, model: Model, config: TransferConfig, key,
                 *, trainable: str = "head", physics: bool = True, physical: bool = True,
-                progress=None, label: str = "pi_transfer: "):
-    """Fine-tune `generic` on a subject's small `share` (see the module docstring).
-    Validation: the last `validation_fraction` of each of the share's trials."""
+                progress=None, label: str = "pi_transfer: ") -> FitResult:
+    """Personalise a generic network to one subject from a small share of its data
+    (physics-informed transfer, Zhang et al. 2022): the feature extractor is inherited
+    frozen; the head is fine-tuned together with the subject's physical parameters
+    (`SubjectAdjustment`: log-scales of F_max per muscle, inertia, damping and the
+    electromechanical delay, regularised toward the generic model) with the data loss plus
+    the physics residuals under the adjusted model.
+
+    Args:
+        generic: the generic `Predictor` (e.g. `train(...).predictor`).
+        share: the subject's processed trials (same channels, DoFs, muscles and rate as
+            the generic network's data: sEMG envelopes, q in rad, forces in N). The last
+            `config.validation_fraction` of each trial (in time) is held out for early
+            stopping, so each trial needs more than `receptive_field + 2` samples there.
+        model: the generic `Model` the subject's physical parameters scale.
+        config: `config.personal_steps`, `personal_learning_rate`, `batch_size`,
+            `segment_length`, `weights`, `eval_every`, `patience`.
+        key: a JAX PRNG key (batches).
+        trainable: "head" (transfer) or "all" (full fine-tuning).
+        physics: False for a data-only loss (then `physical` is ignored).
+        physical: also fit the `SubjectAdjustment`.
+
+    Returns a `FitResult`: `.predictor` (as in `train`) and `.adjustment` (apply it to
+    `model` for the subject's model; `exp(adjustment.log_strength)` are the F_max scales).
+    """
     train, val = _split_in_time(share, generic.net.receptive_field, config)
     return fit(generic, SubjectAdjustment.identity(model.n_muscles), model, train, val,
                key=key, trainable=trainable, train_physical=physical and physics,
@@ -139,14 +207,71 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
                patience=config.patience, progress=progress, label=label)
 
 
+def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Model,
+                    config: TransferConfig, key, *, methods=METHODS, progress=None,
+                    label: str = "") -> dict:
+    """Give each of `methods` the subject's `share` (the generic network for the transfer
+    methods), evaluate it on `test` (`evaluate`, under its `SubjectAdjustment` where it has
+    one). Needs no source data. Returns {"methods": {name: metrics}, "predictors": {name:
+    Predictor}, "adjustments": {name: SubjectAdjustment} (physics-informed methods),
+    "strength_scales": {name: exp(log_strength)}}."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}.")
+    say = progress or (lambda s: None)
+    results, extra, predictors, adjustments = {}, {}, {}, {}
+    keys = dict(zip(METHODS, jax.random.split(key, len(METHODS))))
+    for name in methods:
+        tag = f"{label}{name}: "
+        adjustment = None
+        if name == "generic":
+            pred = generic
+        elif name == "pi_transfer":
+            r = personalise(generic, share, model, config, keys[name], progress=say, label=tag)
+            pred, adjustment = r.predictor, r.adjustment
+        elif name == "transfer_no_physics":
+            pred = personalise(generic, share, model, config, keys[name], physics=False,
+                               progress=say, label=tag).predictor
+        elif name == "full_finetune":
+            r = personalise(generic, share, model, config, keys[name], trainable="all",
+                            progress=say, label=tag)
+            pred, adjustment = r.predictor, r.adjustment
+        elif name == "target_only":
+            pred = from_scratch(share, model, config, keys[name], physics=False, progress=say,
+                                label=tag).predictor
+        else:  # pi_no_transfer
+            r = from_scratch(share, model, config, keys[name], physics=True, progress=say,
+                             label=tag)
+            pred, adjustment = r.predictor, r.adjustment
+        results[name] = evaluate(pred, test, model, adjustment)
+        predictors[name] = pred
+        if adjustment is not None:
+            adjustments[name] = adjustment
+            extra[name] = np.exp(np.asarray(adjustment.log_strength)).tolist()
+        say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
+            f"{results[name]['force_rmse']:.3f} N")
+    return {"methods": results, "predictors": predictors, "adjustments": adjustments,
+            "strength_scales": extra}
+
+
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
              share_fraction: float | None = 0.2, share_trials: int | None = None,
              methods=METHODS, progress=None, generic=None) -> dict:
     """One leave-one-subject-out fold: train the generic network on every other subject
     (or take `generic`), give each method a small share of `target` — the first
     `share_fraction` of every trial (default 20 %), or `share_trials` whole trials — and
-    evaluate on the rest of the target's data. Returns {"methods": {name: metrics}, "strength_scales":
-    exp(log_strength) of the physics-informed personalisations, ...}."""
+    evaluate on the rest of the target's data (`compare_methods`).
+
+    Args:
+        dataset: processed trials of every subject (`train`'s requirements).
+        target: the held-out subject.
+        model, config, key: as in `train`.
+        methods: a subset of `METHODS`.
+        generic: a trained generic `Predictor` (then `dataset` may hold only `target`).
+
+    Returns {"target", "share_trials", "test_trials" (trial names), "methods": {name:
+    `evaluate` metrics (angle rad, force N)}, "strength_scales": exp(log_strength) of the
+    physics-informed personalisations, "generic_predictor", "predictors", "test"}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}.")
@@ -159,41 +284,13 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
         share, test = target_data.share(k_share, fraction=share_fraction)
     if generic is None:
         generic = train_generic(source, model, config, k_gen, progress=say).predictor
-    results, extra, predictors = {}, {}, {}
-    keys = dict(zip(METHODS, jax.random.split(k_methods, len(METHODS))))
-    for name in methods:
-        label = f"{target} {name}: "
-        adjustment = None
-        if name == "generic":
-            pred = generic
-        elif name == "pi_transfer":
-            r = personalise(generic, share, model, config, keys[name], progress=say, label=label)
-            pred, adjustment = r.predictor, r.adjustment
-        elif name == "transfer_no_physics":
-            pred = personalise(generic, share, model, config, keys[name], physics=False,
-                               progress=say, label=label).predictor
-        elif name == "full_finetune":
-            r = personalise(generic, share, model, config, keys[name], trainable="all",
-                            progress=say, label=label)
-            pred, adjustment = r.predictor, r.adjustment
-        elif name == "target_only":
-            pred = from_scratch(share, model, config, keys[name], physics=False, progress=say,
-                                label=label).predictor
-        else:  # pi_no_transfer
-            r = from_scratch(share, model, config, keys[name], physics=True, progress=say,
-                             label=label)
-            pred, adjustment = r.predictor, r.adjustment
-        results[name] = evaluate(pred, test, model, adjustment)
-        predictors[name] = pred
-        if adjustment is not None:
-            extra[name] = np.exp(np.asarray(adjustment.log_strength)).tolist()
-        say(f"{label}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
-            f"{results[name]['force_rmse']:.3f} N")
+    out = compare_methods(generic, share, test, model, config, k_methods, methods=methods,
+                          progress=say, label=f"{target} ")
     return {"target": target, "share_trials": [t.name for t in share.trials],
-            "test_trials": [t.name for t in test.trials], "methods": results,
-            "strength_scales": extra, "generic_predictor": generic, "predictors": predictors,
-            "test": test}
+            "test_trials": [t.name for t in test.trials], "methods": out["methods"],
+            "strength_scales": out["strength_scales"], "generic_predictor": generic,
+            "predictors": out["predictors"], "test": test}
 
 
-__all__ = ["METHODS", "TransferConfig", "train_generic", "personalise", "from_scratch",
-           "run_fold"]
+__all__ = ["METHODS", "TransferConfig", "train", "train_generic", "personalise",
+           "from_scratch", "compare_methods", "run_fold"]

@@ -18,23 +18,28 @@ def _output_folder(command: str, args) -> Path | None:
     return out
 
 
-def _demo(args) -> int:
-    if args.x64:
+def _run(command: str, args, run, **kwargs) -> int:
+    """Check `--out`, call `run(out, **kwargs)`; input errors become a message and exit code 2."""
+    if getattr(args, "x64", False):
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from ._demo import run_demo
-
-    out = _output_folder("demo", args)
+    out = _output_folder(command, args)
     if out is None:
         return 2
     try:
-        run_demo(out=out, n_subjects=args.subjects, folds=args.folds, seed=args.seed,
-                 overwrite=args.overwrite)
-    except ValueError as e:
-        print(f"jaxmsk demo: {e}", file=sys.stderr)
+        run(out, **kwargs)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"jaxmsk {command}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _demo(args) -> int:
+    from ._demo import run_demo
+
+    return _run("demo", args, run_demo, n_subjects=args.subjects, folds=args.folds,
+                seed=args.seed, overwrite=args.overwrite)
 
 
 def _cohort(args) -> int:
@@ -45,17 +50,44 @@ def _cohort(args) -> int:
     jax.config.update("jax_enable_x64", True)
     from ._cohort_cli import run_cohort
 
-    out = _output_folder("cohort", args)
-    if out is None:
-        return 2
-    try:
-        run_cohort(out, model=args.model, subjects=args.subjects, repetitions=args.repetitions,
-                   duration=args.duration, fs=args.fs, fs_emg=args.fs_emg, seed=args.seed,
-                   overwrite=args.overwrite)
-    except ValueError as e:
-        print(f"jaxmsk cohort: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run("cohort", args, run_cohort, model=args.model, subjects=args.subjects,
+                repetitions=args.repetitions, duration=args.duration, fs=args.fs,
+                fs_emg=args.fs_emg, seed=args.seed, overwrite=args.overwrite)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _train(args) -> int:
+    from ._train_cli import run_train
+
+    return _run("train", args, run_train, data=args.data, model=args.model,
+                subjects=_names(args.subjects), steps=args.steps, seed=args.seed,
+                network=args.network, batch_size=args.batch_size,
+                segment_length=args.segment_length, overwrite=args.overwrite)
+
+
+def _personalise(args) -> int:
+    from ._train_cli import run_personalise
+
+    return _run("personalise", args, run_personalise, data=args.data, subject=args.subject,
+                generic=args.generic, model=args.model, share=args.share, trials=args.trials,
+                steps=args.steps, batch_size=args.batch_size, methods=args.methods,
+                seed=args.seed, overwrite=args.overwrite)
+
+
+def _common(p, out_help: str, out_default: str | None = None) -> None:
+    """--out (required unless it has a default), --seed, --x64, --overwrite."""
+    p.add_argument("--out", required=out_default is None, default=out_default, help=out_help)
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+
+
+_DATA_HELP = ("recordings folder: one folder per subject holding <trial>_emg.sto, "
+              "<trial>_kinematics.mot, <trial>_muscle_forces.sto and optionally mvc_emg.sto")
+_MODEL_HELP = "wrist, arm26, an OpenSim .osim file (needs opensim) or a model .json file"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,15 +96,45 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="physics-informed transfer learning on a synthetic wrist cohort (minutes)")
-    demo.add_argument("--out", default="jaxmsk-demo",
-                      help="folder for results.json, results.md and plots")
     demo.add_argument("--subjects", type=int, default=5, help="subjects in the cohort")
     demo.add_argument("--folds", type=int, default=1,
                       help="held-out subjects (leave-one-subject-out folds) to run")
-    demo.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    demo.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
-    demo.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+    _common(demo, "folder for results.json, results.md and plots", out_default="jaxmsk-demo")
     demo.set_defaults(func=_demo)
+    train = sub.add_parser(
+        "train", help="train the generic EMG → joint angles + muscle forces network on source "
+        "subjects' recordings (data loss + equation of motion as a soft constraint)")
+    train.add_argument("--data", required=True, help=_DATA_HELP)
+    train.add_argument("--model", default="wrist", help=_MODEL_HELP)
+    train.add_argument("--subjects", help="comma-separated subject folders to train on "
+                       "(default all; leave out the subjects to personalise later)")
+    train.add_argument("--steps", type=int, help="optimiser steps (default 1500)")
+    train.add_argument("--network", choices=("cnn", "tcn", "gru", "mlp"), default="cnn",
+                       help="network architecture (default cnn, the paper's)")
+    train.add_argument("--batch-size", type=int, default=32, help="segments per step")
+    train.add_argument("--segment-length", type=int, default=64,
+                       help="predictions per training segment (samples)")
+    _common(train, "output folder: generic.eqx (+ .json sidecar), results.json, results.md")
+    train.set_defaults(func=_train)
+    pers = sub.add_parser(
+        "personalise", help="personalise a generic network to one held-out subject from a "
+        "share of its data, and compare with the baselines on the rest")
+    pers.add_argument("--data", required=True, help=_DATA_HELP + " (only --subject is read)")
+    pers.add_argument("--subject", required=True, help="the subject folder to personalise to")
+    pers.add_argument("--generic", required=True,
+                      help="the --out folder of `jaxmsk train` (or its generic.eqx)")
+    pers.add_argument("--model", default="wrist", help=_MODEL_HELP + "; the one trained with")
+    share = pers.add_mutually_exclusive_group()
+    share.add_argument("--share", type=float,
+                       help="fraction of every trial (its start) to personalise on (default 0.2)")
+    share.add_argument("--trials", type=int, help="whole trials to personalise on instead")
+    pers.add_argument("--steps", type=int, help="optimiser steps per method (default 400)")
+    pers.add_argument("--batch-size", type=int, default=32, help="segments per step")
+    pers.add_argument("--methods", default="all",
+                      help="'all' or a comma-separated subset of pi_transfer, generic, "
+                      "target_only, transfer_no_physics, pi_no_transfer, full_finetune")
+    _common(pers, "output folder: results.json, results.md, traces.png, personalised.eqx")
+    pers.set_defaults(func=_personalise)
     cohort = sub.add_parser(
         "cohort", help="generate a synthetic cohort (ground truth + raw sEMG), save it and plot "
         "one subject")
@@ -87,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     cohort.add_argument("--seed", type=int, default=0, help="PRNG seed: same seed, same cohort")
     cohort.add_argument("--overwrite", action="store_true", help="replace files in --out")
     cohort.set_defaults(func=_cohort)
+    from ._identify_cli import add_parser as add_identify
+
+    add_identify(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

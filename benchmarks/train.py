@@ -1,0 +1,129 @@
+"""How fast is a training step, and what does the physics cost?
+
+One optimiser step of `fit` (`jaxmsk._train._train_step`: forward, loss, gradient, Adam
+update; jit-compiled) on the built-in wrist (1 DoF, 5 compliant-tendon muscles) with the
+paper's CNN (`jaxmsk.nn.CNN`, defaults: receptive field 32) and segments of 64 predictions
+(`TransferConfig`'s defaults), every layer trainable (generic training), for
+- data only: `LossWeights(0, 0, 0)`;
+- data + physics: the default `LossWeights()` (equation-of-motion residual and the
+  muscle-consistency residual, which runs the sEMG → activation dynamics and the compliant
+  Hill muscles along every segment);
+at batch sizes 8 … 512 segments. The batch is on the device already (the host→device copy of
+`fit` is not timed). Compile time (first call minus a steady call) is reported apart from
+the steady state, the median of `--repeats` steps, each blocked on (`jax.block_until_ready`).
+The inputs are random arrays of the right shapes and magnitudes: a step's cost does not
+depend on the values.
+
+    python benchmarks/train.py [--batches 8,32,128,512] [--repeats 10] [--dtype float32]
+
+Prints a markdown table naming the device and writes benchmarks/results/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="8,32,128,512", help="batch sizes (segments)")
+    ap.add_argument("--repeats", type=int, default=10, help="timed steps per configuration")
+    ap.add_argument("--segment-length", type=int, default=64)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", args.dtype == "float64")
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxmsk as msk
+    from jaxmsk._train import Segments, _filter, _optimizer, _train_step
+
+    device = jax.devices()[0]
+    device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    if device.platform == "cpu":
+        device_name += f" ({os.cpu_count()} cores)"
+    model = msk.models.wrist()
+    n_mus, n_dofs, length, dt = model.n_muscles, model.n_dofs, args.segment_length, 0.01
+    net = msk.nn.CNN(n_mus, n_dofs + n_mus, key=jax.random.key(0))
+    span = net.receptive_field + length - 1
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        t = np.arange(length) * dt
+        phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+        return (rng.uniform(0.0, 0.3, (n, span, n_mus)),
+                0.5 * np.sin(2 * np.pi * 0.5 * t[None, :, None] + phase),
+                rng.uniform(5.0, 60.0, (n, length, n_mus)))
+
+    emg, q, f = batch(512)
+    predictor = msk.Predictor.create(net, Segments(emg, q, f, np.zeros(512, int), ("S",), 100.0))
+    adjustment = msk.SubjectAdjustment.identity(n_mus)
+    spec = _filter(predictor, adjustment, "all", False)
+    params0, static = eqx.partition((predictor, adjustment), spec)
+    optim = _optimizer(3e-3, 1000)
+    modes = {"data": msk.LossWeights(0.0, 0.0, 0.0), "data+physics": msk.LossWeights()}
+    print(f"# jaxmsk train-step benchmark — device {device_name}, {args.dtype}; wrist, CNN "
+          f"(receptive field {net.receptive_field}), segments of {length} predictions, all "
+          "layers trainable", flush=True)
+
+    rows = []
+    for b in (int(x) for x in args.batches.split(",")):
+        e, qq, ff = (jnp.asarray(x) for x in batch(b))
+        for mode, weights in modes.items():
+            params, state = params0, optim.init(params0)
+
+            def step(p, s):
+                return _train_step(p, static, s, e, qq, ff, model, optim, weights, dt)
+
+            t0 = time.perf_counter()
+            params, state, loss, _ = jax.block_until_ready(step(params, state))
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                params, state, loss, _ = jax.block_until_ready(step(params, state))
+                times.append(time.perf_counter() - t0)
+            steady = statistics.median(times)
+            if not np.isfinite(float(loss)):
+                raise RuntimeError(f"{mode}, batch {b}: the loss is {float(loss)}")
+            rows.append(dict(mode=mode, batch=b, compile_s=first - steady, step_s=steady,
+                             steps_per_s=1.0 / steady, segments_per_s=b / steady,
+                             predictions_per_s=b * length / steady))
+            print(f"  batch {b:4d} {mode:13s}: {steady * 1e3:9.2f} ms per step "
+                  f"(compile {first - steady:.1f} s)", flush=True)
+
+    by = {(r["mode"], r["batch"]): r for r in rows}
+    lines = ["| batch | data-only step (ms) | data+physics step (ms) | physics overhead | "
+             "steps/s (data+physics) | segments/s (data+physics) | compile data / physics (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in sorted({r["batch"] for r in rows}):
+        d, p = by[("data", b)], by[("data+physics", b)]
+        p["physics_overhead"] = p["step_s"] / d["step_s"]
+        lines.append(f"| {b} | {d['step_s'] * 1e3:.2f} | {p['step_s'] * 1e3:.2f} | "
+                     f"{p['physics_overhead']:.2f}× | {p['steps_per_s']:.3g} | "
+                     f"{p['segments_per_s']:.3g} | {d['compile_s']:.1f} / {p['compile_s']:.1f} |")
+    table = "\n".join(lines)
+    print(table)
+    from jaxmsk.io._atomic import atomic_write_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    summary = dict(device=device_name, dtype=args.dtype, model="wrist", network="CNN",
+                   receptive_field=net.receptive_field, segment_length=length,
+                   repeats=args.repeats, rows=rows, table=table)
+    atomic_write_text(args.out, json.dumps(summary, indent=2) + "\n", overwrite=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

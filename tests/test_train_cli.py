@@ -1,0 +1,101 @@
+"""`jaxmsk train` and `jaxmsk personalise` end to end on the small cohort exported as
+recordings (tiny budgets and network: this checks the commands, their files and errors;
+experiments/ measures the method)."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import jaxmsk as msk
+from jaxmsk import _train_cli
+from jaxmsk._demo import METRICS
+from jaxmsk.cli import main
+
+# The transfer worker: the session's small cohort, and the train steps compiled by the demo
+# test for the same network, segment and batch sizes are reused here.
+pytestmark = pytest.mark.xdist_group("transfer")
+
+
+def small_cnn(n_in, n_out, key):
+    return msk.nn.CNN(n_in, n_out, channels=(8, 8), kernel_sizes=(4, 4), head_width=16, key=key)
+
+
+@pytest.fixture(scope="module")
+def recordings(small_cohort, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_cli") / "recordings"
+    msk.io.export_recordings(root, small_cohort)
+    return root
+
+
+def _fails(args, capsys, *needles):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_train_cli, "network_builder", lambda name: small_cnn)
+    gen = tmp_path / "generic"
+    args = ["train", "--data", str(recordings), "--subjects", "S01,S02", "--out", str(gen),
+            "--steps", "20", "--batch-size", "8", "--segment-length", "16"]
+    assert main(args) == 0
+    saved = json.loads((gen / "results.json").read_text())
+    assert saved["subjects"] == ["S01", "S02"] and saved["units"]["force"] == "N"
+    for part in ("training", "validation"):
+        r = saved[part]
+        assert r["angle"]["labels"] == ["flexion"]
+        assert r["force"]["labels"] == list(msk.models.wrist().muscle_names)
+        assert len(r["force"]["rmse"]) == 5 and all(np.isfinite(r["force"]["rmse"]))
+        assert all(np.isfinite(r[k]) for k in METRICS)
+    assert (gen / "results.md").read_text().startswith("# jaxmsk train")
+    assert (gen / "generic.eqx").is_file() and (gen / "generic.eqx.json").is_file()
+
+    before = (gen / "results.json").stat().st_mtime_ns
+    _fails(args, capsys, "--overwrite")  # nothing a user saved is replaced without asking
+    assert (gen / "results.json").stat().st_mtime_ns == before
+
+    base = ["personalise", "--data", str(recordings), "--generic", str(gen), "--steps", "10",
+            "--batch-size", "8"]
+    _fails(base + ["--subject", "S01", "--out", str(tmp_path / "x")], capsys,
+           "trained on S01, S02")  # not held out
+    _fails(base + ["--subject", "S03", "--out", str(tmp_path / "x"), "--methods", "magic"],
+           capsys, "--methods 'magic'")
+    out = tmp_path / "S03"
+    assert main(base + ["--subject", "S03", "--out", str(out),
+                        "--methods", "pi_transfer,generic"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["pi_transfer", "generic"]
+    for m, r in res["methods"].items():
+        assert all(np.isfinite(r[k]) and r[k] != 0 for k in METRICS), m
+    assert res["share_trials"] == ["fast_1", "free_1", "medium_1", "slow_1"]  # 20 % of each
+    assert all(t.endswith("#rest") for t in res["test_trials"])
+    assert (out / "traces.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "results.md").read_text().startswith("# jaxmsk personalise: subject S03")
+    pred, adj, meta = _train_cli.load_predictor(out / "personalised.eqx", msk.models.wrist())
+    assert meta["subject"] == "S03" and meta["kind"] == "personalised"
+    np.testing.assert_allclose(np.exp(np.asarray(adj.log_strength)),
+                               list(res["strength_scales"]["pi_transfer"].values()))
+    q_hat, f_hat = pred(jax.numpy.zeros((40, 5)))
+    assert q_hat.shape == (40 - pred.net.receptive_field + 1, 1) and f_hat.shape[1] == 5
+
+
+def test_bad_inputs_name_the_input_and_the_fix(recordings, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    _fails(["train", "--data", str(tmp_path / "nowhere")] + out, capsys, "no such folder")
+    _fails(["train", "--data", str(recordings), "--subjects", "S09"] + out, capsys,
+           "no subject folder 'S09'", "S01, S02, S03")
+    _fails(["train", "--data", str(recordings), "--model", "arm26"] + out, capsys,
+           "has 5 column(s) (FCR, FCU", "the model has 6 muscles", "--model")
+    _fails(["train", "--data", str(recordings), "--model", "nope.osim"] + out, capsys,
+           "--model nope.osim: no such file")
+    _fails(["train", "--data", str(recordings), "--steps", "0"] + out, capsys, "--steps 0")
+    no_forces = tmp_path / "no_forces"
+    shutil.copytree(recordings, no_forces)
+    (no_forces / "S02" / "slow_1_muscle_forces.sto").unlink()
+    _fails(["train", "--data", str(no_forces)] + out, capsys,
+           "S02/slow_1_muscle_forces.sto is missing", "static optimisation")
+    assert not (tmp_path / "out").exists()  # nothing written on bad input
