@@ -85,6 +85,9 @@ class IdentificationTrial:
         moments: optional (time, dofs) measured net joint moments (N·m, e.g. inverse
             dynamics), compared with the model's muscle + passive moments.
         name: a label for reports.
+        qdot0: the initial joint velocities (dofs,) in rad/s if known (e.g. zeros for a
+            trial that starts at rest); default: a second-order one-sided difference of q,
+            which is biased when the motion starts abruptly.
     """
 
     ts: Any
@@ -93,6 +96,7 @@ class IdentificationTrial:
     emg: Any = None
     moments: Any = None
     name: str = ""
+    qdot0: Any = None
 
 
 class EMGExcitation(eqx.Module):
@@ -169,9 +173,9 @@ def _trial(i: int, trial, model: Model) -> IdentificationTrial:
             a = a[:, None]
         if a.shape != shape:
             raise ValueError(f"identify: {name}: {label} has shape {a.shape}; expected {shape} "
-                             f"(time, {'dofs' if label in ('q', 'moments') else 'muscles'}) with "
+                             f"(time, {'dofs' if label in ('q', 'moments', 'qdot0') else 'muscles'}) with "
                              f"len(ts) = {shape[0]} rows and one column per "
-                             f"{'coordinate' if label in ('q', 'moments') else 'muscle'} in "
+                             f"{'coordinate' if label in ('q', 'moments', 'qdot0') else 'muscle'} in "
                              "model order.")
         if not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(a))[0]
@@ -195,8 +199,13 @@ def _trial(i: int, trial, model: Model) -> IdentificationTrial:
                          f"[{u.min():.3g}, {u.max():.3g}].")
     q = arr("q", t.q, (n, d))
     moments = None if t.moments is None else arr("moments", t.moments, (n, d))
+    if t.qdot0 is None:
+        qdot0 = (-3 * q[0] + 4 * q[1] - q[2]) / (ts[2] - ts[0])
+    else:
+        qdot0 = arr("qdot0", np.reshape(t.qdot0, (1, -1)), (1, d))[0]
     return IdentificationTrial(ts=ts, q=q, excitation=u if drive == "excitation" else None,
-                               emg=u if drive == "emg" else None, moments=moments, name=name)
+                               emg=u if drive == "emg" else None, moments=moments, name=name,
+                               qdot0=qdot0)
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -610,6 +619,12 @@ def _optx_step(solver, fn, theta, problem, state):
     return theta, state, done, result, jac
 
 
+# Levenberg–Marquardt steps without a relative improvement > tol that end a run: each
+# rejected step shrinks the trust region (by 4×), so ten in a row mean the optimiser is stuck
+# at the objective's noise floor (e.g. a noiseless fit at the integration accuracy).
+_STALL = 10
+
+
 def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
     """scipy's dual_annealing (generalised simulated annealing, the family CEINMS uses) on the
     physical parameters within their bounds, without its gradient-based local search: a
@@ -656,7 +671,7 @@ def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
             f"dual_annealing: {len(history) - 1} evaluations", compile_s, None)
 
 
-def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0):
+def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6):
     """One optimisation from theta0; returns (theta, history, steps, converged, message,
     compile seconds)."""
     history = []
@@ -697,6 +712,7 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0):
     loss0 = float(_loss_fwd(theta0, problem))
     history.append((0.0, loss0))
     steps = 1
+    stalled = False
     while True:
         loss = float(0.5 * jnp.sum(state.f_info.residual**2)) if kind == "least_squares" \
             else float(state.f_info.f)
@@ -705,13 +721,19 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0):
             say(f"{label} step {steps}: loss {loss:.4g} ({history[-1][0]:.1f} s)")
         if bool(done) or steps >= max_steps:
             break
+        if (kind == "least_squares" and len(history) > _STALL
+                and history[-_STALL - 1][1] - loss <= tol * abs(loss)):
+            # Steps keep being rejected once the loss sits at the simulation's own accuracy.
+            stalled = True
+            break
         theta, state, done, result, jac = _optx_step(solver, fn, theta, problem, state)
         steps += 1
     import optimistix as optx
 
-    converged = bool(done) and result == optx.RESULTS.successful
-    message = "converged" if converged else (
-        optx.RESULTS[result] if bool(done) else f"stopped at max_steps={max_steps}")
+    converged = (bool(done) and result == optx.RESULTS.successful) or stalled
+    message = (f"converged (loss changed by < tol over {_STALL} steps)" if stalled
+               else "converged" if converged
+               else optx.RESULTS[result] if bool(done) else f"stopped at max_steps={max_steps}")
     # LM's state holds the linearised residual at the accepted iterate; `_result` reuses it
     # for the covariance instead of compiling a separate Jacobian.
     return theta, history, steps, converged, message, compile_s, jac
@@ -776,8 +798,8 @@ def identify(
         shooting_interval: seconds per multiple-shooting segment (None: single shooting
             over each whole trial). Use ≈ 0.5–2 s for trials longer than a few seconds.
         fit_initial_state: also estimate each trial's initial angles and velocities
-            (nuisance unknowns, started from the first samples and a second-order difference);
-            False holds them at those estimates.
+            (nuisance unknowns, started from the first samples and the trial's `qdot0` or a
+            second-order difference); False holds them at those values.
         q_sigma, moment_sigma: the measurement scales (rad, N·m) that make residuals
             dimensionless; they weight kinematics against moments but do not change the
             covariance, whose noise level is estimated from the fit.
@@ -838,7 +860,7 @@ def identify(
                            for i, (k, v) in enumerate(theta0["phys"].items())}
         t_run = time.perf_counter()
         theta, history, steps, converged, message, compile_s, jac = _run(
-            kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{starts}", seed=s)
+            kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{starts}", seed=s, tol=tol)
         loss = float(_loss_fwd(theta, problem))
         runs.append(dict(theta=theta, loss=loss, history=history, steps=steps, jac=jac,
                          converged=converged, message=message, compile_s=compile_s,
@@ -885,9 +907,7 @@ def _build(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
         q=[jnp.asarray(t.q, dtype) for t in checked],
         moments=[None if t.moments is None else jnp.asarray(t.moments, dtype) for t in checked],
         q0=jnp.asarray(np.stack([t.q[0] for t in checked]), dtype),
-        # Second-order one-sided differences for the initial velocities.
-        qdot0=jnp.asarray(np.stack([(-3 * t.q[0] + 4 * t.q[1] - t.q[2]) / (t.ts[2] - t.ts[0])
-                                    for t in checked]), dtype),
+        qdot0=jnp.asarray(np.stack([t.qdot0 for t in checked]), dtype),
         params=tuple(params), units=tuple(units), groups=tuple(tuple(g) for g in by_len.values()),
         uses_emg=uses_emg, joint_index=joint_index, q_sigma=float(q_sigma),
         moment_sigma=float(moment_sigma), defect_weight=float(defect_weight), solver=solver,
@@ -1054,7 +1074,8 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
     Each muscle gets a constant baseline excitation drawn from `baseline` plus `pulses`
     raised-cosine pulses at random times with amplitudes from `amplitude` and widths (s)
     from `width`, different in every trial and muscle (excitations clipped to [0, 1]).
-    `q0` defaults to zeros. Returns `IdentificationTrial`s with the true excitation.
+    `q0` defaults to zeros. Returns `IdentificationTrial`s with the true excitation and the
+    true initial velocity (zero: every trial starts at rest).
     """
     from ._simulate import simulate
 
@@ -1078,5 +1099,6 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
         q = np.asarray(traj.q)
         if noise:
             q = q + rng.normal(0.0, noise, q.shape)
-        trials.append(IdentificationTrial(ts=ts, q=q, excitation=u, name=f"trial {i + 1}"))
+        trials.append(IdentificationTrial(ts=ts, q=q, excitation=u, name=f"trial {i + 1}",
+                                          qdot0=np.zeros(model.n_dofs)))
     return trials

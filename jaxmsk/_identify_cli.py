@@ -67,9 +67,16 @@ def _plot(out: Path, result, trials, overwrite: bool) -> str:
                           .replace("tendon_slack_length", "l_ts"))
             values.append(v)
             errors.append(e if np.isfinite(e) else 0.0)
-    ax.errorbar(np.arange(len(values)), values, yerr=errors, fmt="o", capsize=3)
+    x = np.arange(len(values))
+    weak = np.array([e == 0.0 for e in errors]) & ~np.isfinite(np.concatenate(
+        [result.standard_errors[n] for n in result.scales]))
+    ax.errorbar(x[~weak], np.asarray(values)[~weak], yerr=np.asarray(errors)[~weak], fmt="o",
+                capsize=3, label="fitted ± SE")
+    if weak.any():
+        ax.plot(x[weak], np.asarray(values)[weak], "rx", label="unidentifiable (SE inf)")
+    ax.legend(loc="upper right", fontsize=7)
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(np.arange(len(values)), labels, rotation=60, fontsize=7, ha="right")
+    ax.set_xticks(x, labels, rotation=60, fontsize=7, ha="right")
     ax.set_ylabel("scale ± SE")
     fig.tight_layout()
     return save_figure(fig, out / "fit.png", overwrite=overwrite)

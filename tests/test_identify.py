@@ -8,6 +8,7 @@ tests use one smaller problem.
 
 import equinox as eqx
 import jax
+import jax.test_util
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--evaluations", type=int, default=3000,
                     help="dual_annealing objective evaluations")
     ap.add_argument("--skip-arm26", action="store_true")
+    ap.add_argument("--only", choices=("recovery", "race"), default=None,
+                    help="run one part; results.json keeps the other part's previous results")
     ap.add_argument("--quick", action="store_true", help="smoke run (short trials, few steps)")
     args = ap.parse_args(argv)
     noises = [float(x) for x in args.noise.split(",")]
@@ -184,10 +186,18 @@ def main(argv=None) -> int:
     results = {"device": f"{device.platform}: {device.device_kind} ({platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} CPUs)", "jax": jax.__version__, "recovery": []}
     duration, steps, evals = (0.5, 5, 50) if args.quick else (2.0, 60, args.evaluations)
+    out = Path(args.out)
+    previous = out / "results.json"
+    if args.only and previous.exists():
+        old = json.loads(previous.read_text())
+        results["recovery"] = old.get("recovery", [])
+        results["race"] = old.get("race")
     wrist = jaxmsk.models.wrist()
-    results["recovery"].append(recovery("wrist", wrist, 4, duration, noises, args.seed,
+    if args.only != "race":
+        results["recovery"] = []
+        results["recovery"].append(recovery("wrist", wrist, 4, duration, noises, args.seed,
                                         shooting_interval=None, max_steps=steps))
-    if not args.skip_arm26:
+    if not args.skip_arm26 and args.only != "race":
         arm = jaxmsk.models.arm26()
         results["recovery"].append(recovery("arm26", arm, 4, duration / 2, noises, args.seed,
                                             shooting_interval=None, max_steps=steps,
@@ -195,8 +205,8 @@ def main(argv=None) -> int:
                                             # Gentler drive: arm26's light segments and its
                                             # gravity-free shoulder swing fast.
                                             baseline=(0.02, 0.06), amplitude=(0.05, 0.25)))
-    results["race"] = race(wrist, args.seed + 1, evals, 4, duration)
-    out = Path(args.out)
+    if args.only != "recovery":
+        results["race"] = race(wrist, args.seed + 1, evals, 4, duration)
     out.mkdir(parents=True, exist_ok=True)
     from jaxmsk.io._atomic import atomic_write_text
 
