@@ -730,7 +730,7 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6)
         steps += 1
     import optimistix as optx
 
-    converged = (bool(done) and result == optx.RESULTS.successful) or stalled
+    converged = bool((bool(done) and bool(result == optx.RESULTS.successful)) or stalled)
     message = (f"converged (loss changed by < tol over {_STALL} steps)" if stalled
                else "converged" if converged
                else optx.RESULTS[result] if bool(done) else f"stopped at max_steps={max_steps}")

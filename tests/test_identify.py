@@ -2,9 +2,11 @@
 clear errors.
 
 Every fit here has the same structure (two 1-s wrist trials at 50 Hz, two shooting segments
-each, F_max/l_opt/l_ts scales) so that they share one compiled objective; the gradient
-tests use one smaller problem.
+each, F_max/l_opt/l_ts scales) so that they share one compiled objective (its Jacobian, its
+forward pass and its gradient are each compiled once).
 """
+
+import math
 
 import equinox as eqx
 import jax
@@ -114,44 +116,38 @@ def test_unidentifiable_combination_is_reported(wrist):
         assert np.isfinite(res.standard_errors[name][2:]).all()
 
 
-@pytest.fixture(scope="module")
-def small_trials(truth):
-    """One 0.4-s trial: a small single-shooting problem for the gradient tests."""
-    return synthetic_trials(truth, jax.random.key(5), n_trials=1, duration=0.4, fs=50.0)
-
-
-def test_loss_gradient_matches_finite_differences(wrist, small_trials):
+def test_loss_gradient_matches_finite_differences(wrist, clean_trials):
     """The reverse-mode gradient of the objective (used by BFGS and optax) agrees with central
-    differences along a random direction. (Levenberg–Marquardt's forward-mode Jacobian is
-    checked by its exact noiseless recovery.)"""
+    differences along a random direction of the physical parameters. The objective is the
+    one `clean_fit` used (multiple shooting, nuisance initial states), so its forward pass is
+    already compiled. (Levenberg–Marquardt's forward-mode Jacobian is checked by the exact
+    noiseless recovery.)"""
     problem, theta = ident._build(
-        wrist, small_trials, ("max_isometric_force", "tau_act"), bounds=None, initial=None,
-        emg_model=None, shooting_interval=None, fit_initial_state=False, q_sigma=np.deg2rad(1),
-        moment_sigma=0.1, defect_weight=10.0, solver="explicit", rtol=1e-8, atol=1e-10,
-        max_sim_steps=20_000)
+        wrist, clean_trials, FIT, bounds=None, initial=None, emg_model=None,
+        shooting_interval=KW["shooting_interval"], fit_initial_state=True,
+        q_sigma=math.radians(1.0), moment_sigma=0.1, defect_weight=10.0, solver="explicit",
+        rtol=1e-6, atol=1e-8, max_sim_steps=20_000)
     loss, grad = ident._loss_and_grad(theta, problem)
     rng = np.random.default_rng(1)
     direction = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in theta["phys"].items()}
     moved = lambda h: {**theta, "phys": {k: theta["phys"][k] + h * direction[k]  # noqa: E731
                                          for k in theta["phys"]}}
-    h = 1e-5
-    fd = (float(ident._loss_fwd(moved(h), problem)) - float(ident._loss_fwd(moved(-h), problem))) / (2 * h)
+    h = 1e-4
+    fd = (float(ident._loss_fwd(moved(h), problem))
+          - float(ident._loss_fwd(moved(-h), problem))) / (2 * h)
     analytic = sum(float(jnp.vdot(grad["phys"][k], direction[k])) for k in direction)
-    assert abs(loss) > 1.0  # away from the optimum: a real gradient
-    assert analytic == pytest.approx(fd, rel=1e-5)
+    assert abs(loss) > 1.0 and abs(fd) > 1.0  # away from the optimum: a real gradient
+    assert analytic == pytest.approx(fd, rel=1e-4)
 
 
-def test_optax_reduces_the_loss(wrist, small_trials):
+def test_optax_reduces_the_loss(wrist, clean_trials):
     """The optax alternative to Levenberg–Marquardt runs on the same objective and improves it
-    (it shares the compiled reverse-mode gradient with the test above)."""
+    (sharing the compiled reverse-mode gradient with the test above)."""
     import optax
 
-    for method in (optax.adam(0.05),):
-        res = identify(wrist, small_trials, ("max_isometric_force", "tau_act"), method=method,
-                       max_steps=8, fit_initial_state=False, progress=False, rtol=1e-8,
-                       atol=1e-10)
-        history = res.diagnostics["history"]
-        assert res.loss < 0.5 * history[0][1], (method, history[:3])
+    res = identify(wrist, clean_trials, FIT, method=optax.adam(0.05), **{**KW, "max_steps": 6})
+    history = [loss for _, loss in res.diagnostics["history"]]
+    assert res.loss < 0.7 * history[0], history
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -196,9 +192,10 @@ def test_emg_excitation_is_differentiable_and_passes_through_by_default():
     # A delay of 0.05 s shifts the signal by 5 samples.
     shifted = ident.EMGExcitation(delay=0.05)(ts, emg)
     np.testing.assert_allclose(shifted[10:, 0], ident.EMGExcitation()(ts, emg)[5:-5, 0], atol=2e-4)
-    jax.test_util.check_grads(
-        lambda d, a, c: ident.EMGExcitation(shape_factor=a, c1=c, c2=c, delay=d)(ts, emg).sum(),
-        (0.0314, -1.2, -0.5), order=1, modes=("fwd", "rev"), eps=1e-6)
+    total = jax.jit(
+        lambda d, a, c: ident.EMGExcitation(shape_factor=a, c1=c, c2=c, delay=d)(ts, emg).sum())
+    jax.test_util.check_grads(total, (0.0314, -1.2, -0.5), order=1, modes=("fwd", "rev"),
+                              eps=1e-6)
 
 
 def test_identify_cli_on_recordings(tmp_path, wrist, clean_trials, capsys):

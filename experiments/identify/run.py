@@ -130,6 +130,12 @@ def race(model, seed: int, evaluations: int, n_trials: int, duration: float) -> 
             "lm_history": h_lm.tolist(), "sa_history": h_sa[:: max(1, len(h_sa) // 400)].tolist()}
 
 
+def _plain(x):
+    """JSON for numpy and JAX scalars and arrays."""
+    a = np.asarray(x)
+    return a.item() if a.ndim == 0 else a.tolist()
+
+
 def markdown(results: dict) -> str:
     lines = [f"Device: {results['device']}; jax {results['jax']}; float64.", ""]
     for rec in results["recovery"]:
@@ -210,7 +216,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from jaxmsk.io._atomic import atomic_write_text
 
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n", overwrite=True)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=_plain) + "\n",
+                      overwrite=True)
     atomic_write_text(out / "results.md", markdown(results), overwrite=True)
     print(markdown(results))
     return 0
