@@ -7,7 +7,10 @@ laptop in minutes.
 3. For each of the last `folds` subjects (leave-one-subject-out): a generic CNN is trained
    on the others with the equation of motion as a soft constraint; then every method of
    `jaxmsk._transfer.METHODS` gets the first 20 % of each of the held-out subject's trials
-   and is evaluated on the remaining 80 %.
+   after their first second, and is evaluated on the remaining 80 %. The first second (the
+   protocols' fade-in from rest, `data._protocols.FADE_IN_S`) is used by no method: it is a
+   transient the test data do not have, and fine-tuning on it taught the networks a phase
+   lead (experiments/transfer/README.md).
 4. `results.json`, `results.md` and PNG plots are written to `out`.
 
 The full study (8 subjects, every fold, a sweep of the target's data share) is
@@ -27,6 +30,7 @@ import numpy as np
 from . import models
 from ._transfer import METHODS, TransferConfig, run_fold
 from .data import synthetic_cohort
+from .data._protocols import FADE_IN_S
 from .io._atomic import atomic_write_text
 
 DEMO_CONFIG = TransferConfig(generic_steps=1000, personal_steps=300, eval_every=100)
@@ -72,7 +76,9 @@ def _markdown(results: dict) -> str:
              f"{results['cohort']['trials_per_subject']} trials; folds (held-out subjects): "
              f"{', '.join(f['target'] for f in results['folds'])}; each method gets "
              f"the first {100 * results['share_fraction']:.0f} % of each of the held-out "
-             "subject's trials; the metrics are over the rest of them.", "",
+             f"subject's trials after their first {results.get('share_start_s', 0):g} s "
+             "(the protocols' fade-in from rest, used by no method); the metrics are over "
+             "the rest of them.", "",
              "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² | EoM residual RMS |",
              "|---|---|---|---|---|---|"]
     for m, r in results["methods"].items():
@@ -138,7 +144,7 @@ def _plots(out: Path, cohort, dataset, fold: dict, results: dict, overwrite: boo
 
 def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int = 2,
              duration: float = 10.0, seed: int = 0, share_fraction: float = 0.2,
-             config: TransferConfig = DEMO_CONFIG,
+             share_start: float = FADE_IN_S, config: TransferConfig = DEMO_CONFIG,
              overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
     """Run the reduced experiment and write `results.json`, `results.md`, `errors.png` and
     `traces.png` into `out`. Returns the results dictionary."""
@@ -159,7 +165,8 @@ def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int
         progress(f"fold {i + 1}/{folds}: held-out subject {target}")
         fold_results.append(run_fold(dataset, target, wrist, config,
                                      jax.random.fold_in(k_folds, i),
-                                     share_fraction=share_fraction, progress=progress))
+                                     share_fraction=share_fraction, share_start=share_start,
+                                     progress=progress))
     results = {
         "methods": _aggregate(fold_results),
         "strength": _strength(cohort, fold_results),
@@ -167,6 +174,7 @@ def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int
                    if k not in ("predictors", "generic_predictor", "test")}
                   for f in fold_results],
         "share_fraction": share_fraction,
+        "share_start_s": share_start,
         "cohort": {"subjects": n_subjects, "trials_per_subject": cohort.n_trials,
                    "duration_s": duration, "seed": seed, "checks": cohort.metadata["checks"]},
         "config": {k: (v if isinstance(v, (int, float, str)) else repr(v))

@@ -59,7 +59,7 @@ class Segments:
 
 
 def make_segments(dataset: Dataset, receptive_field: int, length: int = 64,
-                  stride: int | None = None) -> Segments:
+                  stride: int | None = None, *, cover_end: bool = False) -> Segments:
     """Cut every processed trial into segments that give `length` consecutive predictions.
 
     Args:
@@ -67,6 +67,8 @@ def make_segments(dataset: Dataset, receptive_field: int, length: int = 64,
         receptive_field: the network's window (samples).
         length: predictions per segment (the physics residual differentiates along them).
         stride: step between segment starts (default `length`: no overlap).
+        cover_end: add, where the stride misses them, a last segment ending on each trial's
+            last sample, so that every sample after the first window is a label.
     """
     stride = stride or length
     span = receptive_field + length - 1
@@ -81,7 +83,10 @@ def make_segments(dataset: Dataset, receptive_field: int, length: int = 64,
             raise ValueError(f"trial {t.subject}/{t.name} is at {t.fs} Hz, others at {fs} Hz; "
                              "resample to one rate.")
         fs = t.fs
-        for s in range(0, t.n_samples - span + 1, stride):
+        starts = list(range(0, t.n_samples - span + 1, stride))
+        if cover_end and starts and starts[-1] != t.n_samples - span:
+            starts.append(t.n_samples - span)
+        for s in starts:
             emg.append(t.emg[s:s + span])
             q.append(t.q[s + receptive_field - 1:s + span])
             f.append(t.forces[s + receptive_field - 1:s + span])
@@ -235,14 +240,24 @@ def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
-    """Adam with a cosine-decayed learning rate; cached so that fits with the same budget
-    share one object, and so one compiled train step (`_train_step` is jitted with the
-    optimizer as a static argument). optax is imported here, not at module level: it adds
-    ~0.1 s to `import jaxmsk` for users who never train."""
+def _optimizer(learning_rate: float, steps: int, physical_learning_rate: float | None = None
+               ) -> optax.GradientTransformation:
+    """Adam with a cosine-decayed learning rate (the `SubjectAdjustment`'s log-scales at
+    `physical_learning_rate` if given); cached so that fits with the same budget share one
+    object, and so one compiled train step (`_train_step` is jitted with the optimizer as a
+    static argument). optax is imported here, not at module level: it adds ~0.1 s to
+    `import jaxmsk` for users who never train."""
     import optax
 
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
+    def adam(rate):
+        return optax.adam(optax.cosine_decay_schedule(rate, steps, alpha=0.05))
+
+    if physical_learning_rate is None or physical_learning_rate == learning_rate:
+        return adam(learning_rate)
+    # The trained parameters are (predictor part, adjustment part).
+    return optax.multi_transform(
+        {"net": adam(learning_rate), "physical": adam(physical_learning_rate)},
+        lambda p: (jax.tree.map(lambda _: "net", p[0]), jax.tree.map(lambda _: "physical", p[1])))
 
 
 def _loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
@@ -272,8 +287,8 @@ def _train_step(p, static, state, emg, q, f, model, optim, weights, dt):
 def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train: Segments,
         val: Segments, *, key, trainable: str = "all", train_physical: bool = False,
         weights: LossWeights = LossWeights(), steps: int = 1000, batch_size: int = 32,
-        learning_rate: float = 3e-3, eval_every: int = 50, patience: int = 6,
-        checkpoint: str | os.PathLike | None = None,
+        learning_rate: float = 3e-3, physical_learning_rate: float | None = None,
+        eval_every: int = 50, patience: int = 6, checkpoint: str | os.PathLike | None = None,
         progress: Callable[[str], None] | None = None, label: str = "") -> FitResult:
     """Train with Adam (cosine-decayed learning rate) and early stopping on `val`.
 
@@ -284,6 +299,8 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
         trainable: "all" layers or the "head" only (transfer: the feature extractor frozen).
         train_physical: also fit the `SubjectAdjustment` (personalised physics).
         weights: `LossWeights`; LossWeights(0, 0, 0) is data only.
+        physical_learning_rate: Adam's rate for the `SubjectAdjustment` (default
+            `learning_rate`).
         steps, batch_size, learning_rate, eval_every, patience: the budget; training stops
             after `patience` evaluations without a better validation loss, and the best
             parameters are returned.
@@ -297,7 +314,7 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
     dt = 1.0 / train.fs
     spec = _filter(predictor, adjustment, trainable, train_physical)
     params, static = eqx.partition((predictor, adjustment), spec)
-    optim = _optimizer(learning_rate, steps)
+    optim = _optimizer(learning_rate, steps, physical_learning_rate)
     opt_state = optim.init(params)
 
     def step(p, state, emg, q, f):

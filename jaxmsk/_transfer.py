@@ -47,6 +47,11 @@ class TransferConfig:
             the baselines trained on a subject's share).
         batch_size: segments per step.
         generic_learning_rate, personal_learning_rate: Adam's initial rates (cosine decay).
+        physical_learning_rate: Adam's initial rate for the subject's physical log-scales
+            (`SubjectAdjustment`). Adam moves a parameter by about its rate per step, so
+            at the network's 1e-3 a log-scale moves at most ~0.1 in the 100 steps a
+            personalisation may stop after, while subjects' strengths differ from the
+            generic model by log-scales of 0.1–0.4 (the synthetic cohort's F_max spread).
         weights: `LossWeights` of the physics and regularisation terms.
         eval_every, patience: validate every `eval_every` steps; stop after `patience`
             validations without improvement (the best parameters are kept).
@@ -61,6 +66,7 @@ class TransferConfig:
     batch_size: int = 32
     generic_learning_rate: float = 3e-3
     personal_learning_rate: float = 1e-3
+    physical_learning_rate: float = 1e-2
     weights: LossWeights = LossWeights()
     eval_every: int = 50
     patience: int = 6
@@ -76,20 +82,31 @@ class TransferConfig:
 def _split_in_time(share: Dataset, receptive_field: int, config: TransferConfig
                    ) -> tuple[Segments, Segments]:
     """Train on the first (1 − validation_fraction) of every trial of a subject's share and
-    validate on the rest: segments never overlap across the split, so early stopping sees
-    unseen data (random segments of one trial would leak into validation)."""
-    first, last = share.share(None, fraction=1.0 - config.validation_fraction)
+    validate on the rest. No label is in both: validation predicts only samples after the
+    split. Its windows take their sEMG history (receptive_field − 1 samples) from before
+    the split, as the network would when run on the whole trial, so every held-out sample
+    is a validation label (from a 2-s chunk at 20 %: 40 labels, against 9 if the history
+    had to come from the held-out part too)."""
+    from .data._dataset import _cut
+
+    vf = config.validation_fraction
+    first, last = [], []
+    for t in share.trials:
+        n = t.n_samples
+        s = int(round((1.0 - vf) * n))
+        first.append(_cut(t, 0, s, "a"))
+        last.append(_cut(t, max(0, s - receptive_field + 1), n, "b"))
     parts = []
-    for part in (first, last):
+    for part in (Dataset(tuple(first)), Dataset(tuple(last))):
         shortest = min(t.n_samples for t in part.trials)
         length = min(config.segment_length, shortest - receptive_field + 1)
         if length < 3:
             raise ValueError(
                 f"the subject's share is too short: {shortest} samples in its smallest "
-                f"{'training' if part is first else 'validation'} part, but the network needs "
+                f"{'training' if not parts else 'validation'} part, but the network needs "
                 f"{receptive_field} + 2; give a larger share or a smaller validation_fraction.")
         parts.append(make_segments(part, receptive_field, length,
-                                   stride=max(1, length // 4)))
+                                   stride=max(1, length // 4), cover_end=True))
     return parts[0], parts[1]
 
 
@@ -171,9 +188,12 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
         share: the subject's processed trials (same channels, DoFs, muscles and rate as
             the generic network's data: sEMG envelopes, q in rad, forces in N). The last
             `config.validation_fraction` of each trial (in time) is held out for early
-            stopping, so each trial needs more than `receptive_field + 2` samples there.
+            stopping (its windows take their history from before the split), so each
+            trial needs at least `receptive_field + 2` samples before the split and 3
+            after it.
         model: the generic `Model` the subject's physical parameters scale.
-        config: `config.personal_steps`, `personal_learning_rate`, `batch_size`,
+        config: `config.personal_steps`, `personal_learning_rate`,
+            `physical_learning_rate`, `batch_size`,
             `segment_length`, `weights`, `eval_every`, `patience`.
         key: a JAX PRNG key (batches).
         trainable: "head" (transfer) or "all" (full fine-tuning).
@@ -188,8 +208,10 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
                key=key, trainable=trainable, train_physical=physical and physics,
                weights=_weights(config, physics),
                steps=config.personal_steps, batch_size=config.batch_size,
-               learning_rate=config.personal_learning_rate, eval_every=config.eval_every,
-               patience=config.patience, progress=progress, label=label)
+               learning_rate=config.personal_learning_rate,
+               physical_learning_rate=config.physical_learning_rate,
+               eval_every=config.eval_every, patience=config.patience, progress=progress,
+               label=label)
 
 
 def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, physics: bool,
@@ -203,8 +225,10 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
                train, val, key=k_fit, trainable="all", train_physical=physics,
                weights=_weights(config, physics),
                steps=config.personal_steps, batch_size=config.batch_size,
-               learning_rate=config.personal_learning_rate, eval_every=config.eval_every,
-               patience=config.patience, progress=progress, label=label)
+               learning_rate=config.personal_learning_rate,
+               physical_learning_rate=config.physical_learning_rate,
+               eval_every=config.eval_every, patience=config.patience, progress=progress,
+               label=label)
 
 
 def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Model,
@@ -256,11 +280,14 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
 
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
              share_fraction: float | None = 0.2, share_trials: int | None = None,
-             methods=METHODS, progress=None, generic=None) -> dict:
+             share_start: float = 0.0, methods=METHODS, progress=None, generic=None) -> dict:
     """One leave-one-subject-out fold: train the generic network on every other subject
     (or take `generic`), give each method a small share of `target` — the first
     `share_fraction` of every trial (default 20 %), or `share_trials` whole trials — and
-    evaluate on the rest of the target's data (`compare_methods`).
+    evaluate on the rest of the target's data (`compare_methods`). `share_start` (s) first
+    drops that much from the start of each of the target's trials, from share and test
+    alike (the synthetic protocols fade in from rest over their first second,
+    `data._protocols.FADE_IN_S`, a transient the rest of a trial does not have).
 
     Args:
         dataset: processed trials of every subject (`train`'s requirements).
@@ -278,6 +305,8 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
     say = progress or (lambda s: None)
     k_gen, k_share, k_methods = jax.random.split(key, 3)
     source, target_data = dataset.leave_one_subject_out(target)
+    if share_start:
+        target_data = _drop_start(target_data, share_start)
     if share_trials is not None:
         share, test = target_data.share(k_share, trials=share_trials)
     else:
@@ -290,6 +319,22 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
             "test_trials": [t.name for t in test.trials], "methods": out["methods"],
             "strength_scales": out["strength_scales"], "generic_predictor": generic,
             "predictors": out["predictors"], "test": test}
+
+
+def _drop_start(data: Dataset, seconds: float) -> Dataset:
+    """Every trial without its first `seconds` (processed trials, names kept)."""
+    from .data._dataset import _cut
+
+    if seconds < 0:
+        raise ValueError(f"share_start={seconds} s must be >= 0.")
+    out = []
+    for t in data.trials:
+        k = int(round(seconds * t.fs))
+        if k >= t.n_samples - 1:
+            raise ValueError(f"share_start={seconds} s leaves nothing of trial {t.subject}/"
+                             f"{t.name} ({t.n_samples / t.fs:.2f} s).")
+        out.append(_cut(t, k, t.n_samples, "a"))
+    return Dataset(tuple(out))
 
 
 __all__ = ["METHODS", "TransferConfig", "train", "train_generic", "personalise",

@@ -70,6 +70,7 @@ def test_demo_runs_and_reports(tmp_path, small_cohort):
         assert saved["methods"][m]["angle_rmse"] == results["methods"][m]["angle_rmse"]
     assert saved["units"] == {"angle": "rad", "force": "N", "eom_residual_rms": "dimensionless"}
     assert saved["folds"][0]["target"] == "S03"
+    assert saved["share_start_s"] == 1.0  # the fade-in is used by no method
     assert set(saved["strength"]) == {"pi_transfer", "pi_no_transfer", "full_finetune"}
     for m in METHODS:
         assert saved["methods"][m]["angle_rmse"] > 0 and saved["methods"][m]["force_rmse"] > 0

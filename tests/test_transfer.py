@@ -145,3 +145,57 @@ def test_bad_arguments(processed, segments, small_cohort):
         run_fold(processed, "S01", small_cohort.model, TransferConfig(), jax.random.key(0),
                  methods=("magic",))
     assert LossWeights(0.0, 0.0, 0.0).physics is False
+
+
+def test_split_in_time_keeps_labels_apart_and_uses_history(processed):
+    import dataclasses
+
+    from jaxmsk._transfer import _split_in_time
+
+    share, _ = processed.share(None, fraction=0.3)
+    # Label every sample by (trial, index) so that the split can be checked exactly.
+    share = type(share)(tuple(
+        dataclasses.replace(t, q=np.full((t.n_samples, 1), 1000.0 * k) + np.arange(t.n_samples)[:, None],
+                            emg=np.full_like(t.emg, 1000.0 * k) + np.arange(t.n_samples)[:, None])
+        for k, t in enumerate(share.trials)))
+    config = TransferConfig(segment_length=16, validation_fraction=0.25)
+    train, val = _split_in_time(share, 7, config)
+    for k, t in enumerate(share.trials):
+        n, s = t.n_samples, int(round(0.75 * t.n_samples))
+        tl = {int(x) - 1000 * k for x in train.q.ravel() if 1000 * k <= x < 1000 * (k + 1)}
+        vl = {int(x) - 1000 * k for x in val.q.ravel() if 1000 * k <= x < 1000 * (k + 1)}
+        assert vl == set(range(s, n))  # every held-out sample is a validation label
+        assert tl and max(tl) < s and min(tl) >= 6  # training labels only before the split
+    # Each validation window ends on its label and reaches 6 samples (the history) back.
+    np.testing.assert_array_equal(val.emg[:, 6:, 0], val.q[:, :, 0])
+    np.testing.assert_array_equal(val.emg[:, 0, 0], val.q[:, 0, 0] - 6)
+
+
+def test_physical_learning_rate_applies_to_the_adjustment_only():
+    from jaxmsk._train import _optimizer
+
+    params = ({"w": jnp.zeros(3)}, {"log_strength": jnp.zeros(2)})
+    grads = ({"w": jnp.ones(3)}, {"log_strength": jnp.ones(2)})
+    opt = _optimizer(1e-3, 100, 1e-2)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(updates[0]["w"], -1e-3, rtol=1e-3)
+    np.testing.assert_allclose(updates[1]["log_strength"], -1e-2, rtol=1e-3)
+    # Frozen adjustment (None leaves, as eqx.partition leaves them) is accepted.
+    frozen = ({"w": jnp.zeros(3)}, {"log_strength": None})
+    u, _ = opt.update(({"w": jnp.ones(3)}, {"log_strength": None}), opt.init(frozen), frozen)
+    np.testing.assert_allclose(u[0]["w"], -1e-3, rtol=1e-3)
+
+
+def test_share_start_drops_the_fade_in_from_share_and_test(processed):
+    from jaxmsk._transfer import _drop_start
+
+    cut = _drop_start(processed, 1.0)
+    for a, b in zip(processed.trials, cut.trials):
+        k = int(round(a.fs))
+        assert b.name == a.name and b.n_samples == a.n_samples - k
+        np.testing.assert_array_equal(b.q, a.q[k:])
+        np.testing.assert_array_equal(b.emg, a.emg[k:])
+    with pytest.raises(ValueError, match="leaves nothing"):
+        _drop_start(processed, 1e3)
+    with pytest.raises(ValueError, match=">= 0"):
+        _drop_start(processed, -1.0)

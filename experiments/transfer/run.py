@@ -11,11 +11,12 @@ Protocol:
 2. For each held-out subject (a fold): the generic CNN is trained once on the others (data +
    physics, `_transfer.train_generic`) and reused for every share.
 3. Shares. A share of f is f of the subject's recorded time, given as k = f·N·T / c chunks of
-   c = `--chunk` s (default 2 s), each the first c s of one trial (from `--share-start`),
-   trials picked protocol by protocol (so 5 % = 2 chunks from 2 protocols, 10 % = 4 chunks,
-   one per protocol, 20 % = the first 2 s of all 8 trials, the demo's share). Shares are
-   nested (5 % ⊂ 10 % ⊂ 20 %). The test set is the same for every share: every trial after
-   its first `--share-start` + c s.
+   c = `--chunk` s (default 2 s), each c s of one trial from `--share-start` (default 1 s,
+   the end of the protocols' fade-in from rest), trials picked protocol by protocol (so
+   5 % = 2 chunks from 2 protocols, 10 % = 4 chunks, one per protocol, 20 % = 1–3 s of all
+   8 trials). Shares are nested (5 % ⊂ 10 % ⊂ 20 %). The test set is the same for every
+   share: every trial after its first `--share-start` + c s. The fade-in (0–1 s) is in
+   neither: it is an artefact of starting the synthetic protocols from rest.
    Why not the first f of every trial (`Dataset.share(fraction=f)`, the demo's definition)?
    Personalisation validates on the last 20 % of each share trial in time, and with the
    CNN's 0.32 s receptive field that needs ≥ 34 samples: 5 % (0.5 s) and 10 % (1 s) of a
@@ -63,9 +64,10 @@ def parse_args(argv=None):
     p.add_argument("--generic-steps", type=int, default=None, help="default 1500 (TransferConfig)")
     p.add_argument("--personal-steps", type=int, default=None, help="default 400 (TransferConfig)")
     p.add_argument("--chunk", type=float, default=2.0, help="seconds per share chunk")
-    p.add_argument("--share-start", type=float, default=0.0,
-                   help="seconds into each trial where share chunks start (default 0: the "
-                        "trial's start, which includes its 1 s fade-in from rest)")
+    p.add_argument("--share-start", type=float, default=1.0,
+                   help="seconds into each trial where share chunks start (default 1: after "
+                        "the protocols' 1 s fade-in from rest, which the test set does not "
+                        "have; 0 was the first protocol, see README.md)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 repetition per protocol, 60 generic and 20 personal steps")
     p.add_argument("--x64", action="store_true", help="float64 (default float32, as the demo)")
@@ -172,7 +174,7 @@ def label_coverage(share, test, rf: int, validation_fraction: float, start_s: fl
         idx = np.arange(rf - 1, cut)
         train_q.append(t.q[idx, 0])
         fade += int(np.sum(start_s + idx / t.fs < FADE_IN_S))
-        val_n += max(0, t.n_samples - cut - rf + 1)
+        val_n += t.n_samples - cut  # validation windows take their history before the cut
     train_q = np.concatenate(train_q)
     test_q = np.concatenate([t.q[rf - 1:, 0] for t in test.trials])
     return {"train_labels": int(train_q.size), "val_labels": int(val_n),
@@ -479,6 +481,8 @@ def main(argv=None) -> int:
     protocol = {"subjects": args.subjects, "repetitions": repetitions, "duration_s": 10.0,
                 "seed": args.seed, "x64": bool(args.x64), "chunk_s": args.chunk,
                 "share_start_s": args.share_start,
+                # v2: validation windows take their sEMG history from before the split.
+                "personal_validation": "v2",
                 "config": {k: (v if isinstance(v, (int, float, str)) else repr(v))
                            for k, v in config.__dict__.items()}}
     fingerprint = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
