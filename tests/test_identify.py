@@ -116,6 +116,37 @@ def test_unidentifiable_combination_is_reported(wrist):
         assert np.isfinite(res.standard_errors[name][2:]).all()
 
 
+def test_closed_loop_trials_replay_their_excitation(wrist):
+    """`synthetic_trials(protocol=...)`: excitations from the cohort's tracking controller,
+    and the recorded angles are what `simulate` gives for them (the open-loop replay)."""
+    trials = synthetic_trials(wrist, jax.random.key(1), n_trials=2, duration=1.0, fs=50.0,
+                              protocol=("fast", "free"))
+    assert [t.name for t in trials] == ["trial 1 (fast)", "trial 2 (free)"]
+    for t in trials:
+        u = np.asarray(t.excitation)
+        assert u.shape == (51, 5) and u.min() >= 0.01 - 1e-12 and u.max() <= 1.0
+        q = jaxmsk.simulate(wrist, u, t.ts, q0=t.q[0], solver="explicit", rtol=1e-8,
+                            atol=1e-10).q
+        np.testing.assert_allclose(t.q, np.asarray(q), atol=1e-7)
+        assert np.ptp(t.q) > 0.1  # the target moves the wrist
+    with pytest.raises(ValueError, match="unknown protocol"):
+        synthetic_trials(wrist, jax.random.key(1), protocol="jog")
+    with pytest.raises(ValueError, match="ranges must be"):
+        synthetic_trials(wrist, jax.random.key(1), protocol="slow", ranges=[[0.2, -0.2]])
+
+
+def test_start_velocity_is_exact_on_quadratics_and_robust_to_noise():
+    ts = np.arange(101) / 100.0
+    q = np.stack([0.2 + 0.7 * ts - 1.5 * ts**2, -0.4 * ts + 3.0 * ts**2], axis=1)
+    np.testing.assert_allclose(ident._start_velocity(ts, q), [0.7, -0.4], atol=1e-10)
+    rng = np.random.default_rng(0)
+    sigma = np.radians(0.25)
+    est = np.array([ident._start_velocity(ts, q + rng.normal(0, sigma, q.shape))[0]
+                    for _ in range(400)])
+    three_point = 2.5 * sigma / 0.01 * np.sqrt(26 / 25)  # sd of (-3q0 + 4q1 - q2)/(2 dt)
+    assert abs(est.mean() - 0.7) < 0.03 and est.std() < 0.2 * three_point
+
+
 def test_loss_gradient_matches_finite_differences(wrist, clean_trials):
     """The reverse-mode gradient of the objective (used by BFGS and optax) agrees with central
     differences along a random direction of the physical parameters. The objective is the
