@@ -607,9 +607,26 @@ def _lsq_fn(theta, problem):
     return problem.residuals(theta), None
 
 
-def _min_fn(theta, problem):
+def _min_fn(theta, args):
+    """BFGS's objective: ½·Σ r² times a constant `scale` (see `_bfgs_scale`)."""
+    problem, scale = args
     r = problem.residuals(theta, adjoint=diffrax.RecursiveCheckpointAdjoint())
-    return 0.5 * jnp.sum(r**2), None
+    return scale * 0.5 * jnp.sum(r**2), None
+
+
+# BFGS starts from an identity Hessian, so its first trial step is the raw gradient. The
+# objective's units make that step arbitrary (a gradient of 10³ in the unconstrained
+# coordinates means a first step of 10³, and Armijo backtracking halves it one evaluation at a
+# time). The objective is therefore multiplied by a constant that makes the first trial step
+# this long (max norm, unconstrained coordinates). BFGS's later steps do not depend on the
+# constant (its inverse-Hessian update scales as 1/constant), and the reported losses are
+# divided by it again.
+_BFGS_FIRST_STEP = 0.1
+
+
+def _bfgs_scale(grad) -> float:
+    g = max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree_util.tree_leaves(grad))
+    return _BFGS_FIRST_STEP / g if np.isfinite(g) and g > 0 else 1.0
 
 
 @eqx.filter_jit
@@ -715,23 +732,36 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6)
                 None)
     if kind == "annealing":
         return _anneal(theta0, problem, max_steps, say, label, seed)
-    fn = _lsq_fn if kind == "least_squares" else _min_fn
-    f_struct = jax.eval_shape(lambda th: fn(th, problem)[0], theta0)
+    if kind == "least_squares":
+        fn, args = _lsq_fn, problem
+    else:
+        fn, args = _min_fn, (problem, jnp.asarray(1.0, jax.tree_util.tree_leaves(theta0)[0].dtype))
+    f_struct = jax.eval_shape(lambda th: fn(th, args)[0], theta0)
     # Compile the initialisation, one step and the forward pass, then start the timed run
     # from scratch with the compiled functions.
-    state = _optx_init(solver, fn, theta0, problem, f_struct)
-    jax.block_until_ready(_optx_step(solver, fn, theta0, problem, state)[0])
+    state = _optx_init(solver, fn, theta0, args, f_struct)
+    first = _optx_step(solver, fn, theta0, args, state)
+    jax.block_until_ready(first[0])
     loss0 = float(_loss_fwd(theta0, problem))
     compile_s = time.perf_counter() - t_start
+    scale = 1.0
+    if kind == "minimise":
+        # BFGS's first step evaluated the gradient at theta0 (it is in the accepted state);
+        # the timed run starts over with the scaled objective (`_bfgs_scale`), a traced
+        # argument, so nothing recompiles.
+        scale = _bfgs_scale(first[1].f_info.grad)
+        say(f"{label}: BFGS objective scaled by {scale:.3g} (first trial step "
+            f"{_BFGS_FIRST_STEP} in the unconstrained coordinates)")
+        args = (problem, jnp.asarray(scale, args[1].dtype))
     t0 = time.perf_counter()
     history.append((0.0, loss0))
-    state = _optx_init(solver, fn, theta0, problem, f_struct)
+    state = _optx_init(solver, fn, theta0, args, f_struct)
     theta, steps, stalled = theta0, 0, False
     while True:
-        theta, state, done, result, jac = _optx_step(solver, fn, theta, problem, state)
+        theta, state, done, result, jac = _optx_step(solver, fn, theta, args, state)
         steps += 1
         loss = float(0.5 * jnp.sum(state.f_info.residual**2)) if kind == "least_squares" \
-            else float(state.f_info.f)
+            else float(state.f_info.f) / scale
         history.append((time.perf_counter() - t0, loss))
         if steps % 5 == 0:
             say(f"{label} step {steps}: loss {loss:.4g} ({history[-1][0]:.1f} s)")
@@ -802,7 +832,9 @@ def identify(
         initial: name -> starting scale (scale kinds) or value; default 1 / the model's value.
         emg_model: starting `EMGExcitation` for EMG-driven trials (default: pass-through).
         method: "levenberg_marquardt" (optimistix, forward-mode Jacobian; default), "bfgs"
-            (optimistix, reverse-mode gradient), an optax GradientTransformation, or
+            (optimistix, reverse-mode gradient; the objective is scaled so that its first
+            trial step is 0.1 in θ, and each optimiser step is one evaluation, accepted or
+            not, so it needs many more `max_steps` than LM), an optax GradientTransformation, or
             "dual_annealing" (scipy's simulated annealing without local search: the
             gradient-free baseline; needs single shooting and `fit_initial_state=False`, and
             `max_steps` is then its number of objective evaluations).
