@@ -110,10 +110,18 @@ class Predictor(eqx.Module):
     n_dofs: int = eqx.field(static=True)
 
     @classmethod
-    def create(cls, net, segments: Segments) -> Predictor:
-        y = np.concatenate([segments.q, segments.forces], axis=-1).reshape(-1, net.n_outputs)
-        return cls(net, jnp.asarray(y.mean(0)), jnp.asarray(np.maximum(y.std(0), 1e-6)),
-                   segments.q.shape[-1])
+    def create(cls, net, segments: Segments, force_scale=None) -> Predictor:
+        """The outputs standardised by the segments' label statistics; with `force_scale`
+        (N, per muscle) the forces are standardised by mean 0 and sd `force_scale` instead,
+        and the segments' force labels are not read (training without force labels)."""
+        d = segments.q.shape[-1]
+        if force_scale is None:
+            y = np.concatenate([segments.q, segments.forces], axis=-1).reshape(-1, net.n_outputs)
+            return cls(net, jnp.asarray(y.mean(0)), jnp.asarray(np.maximum(y.std(0), 1e-6)), d)
+        q = segments.q.reshape(-1, d)
+        f_std = np.broadcast_to(np.asarray(force_scale, float), (net.n_outputs - d,))
+        return cls(net, jnp.asarray(np.concatenate([q.mean(0), np.zeros_like(f_std)])),
+                   jnp.asarray(np.concatenate([np.maximum(q.std(0), 1e-6), f_std])), d)
 
     def __call__(self, emg):
         y = self.net(emg) * jax.lax.stop_gradient(self.std) + jax.lax.stop_gradient(self.mean)
@@ -163,12 +171,16 @@ class LossWeights:
     consistency: predicted forces against the Hill forces of the (adjusted) model driven by
     the sEMG-derived activation and the predicted kinematics (`physics.
     muscle_consistency_residual`, compliant tendon, ÷ F_max);
-    regularisation: squared log-scales of `SubjectAdjustment` (toward the generic model).
-    All zero but data: a data-only loss."""
+    regularisation: squared log-scales of `SubjectAdjustment` (toward the generic model);
+    force_data: weight of the force labels in the data loss (1: angles and forces count
+    alike; 0: the force labels are not used, e.g. a subject whose muscle forces were never
+    estimated; the forces then learn only from the physics terms).
+    eom, consistency and regularisation zero: a data-only loss."""
 
     eom: float = 100.0
     consistency: float = 10.0
     regularisation: float = 0.1
+    force_data: float = 1.0
 
     @property
     def physics(self) -> bool:
@@ -176,19 +188,18 @@ class LossWeights:
 
 
 def losses(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, emg, q, forces,
-           dt: float):
+           dt: float, force_data: float = 1.0):
     """Per-segment (data, eom, consistency) losses, unreduced over segments.
 
-    data: mean squared standardised error of angles and forces; eom, consistency: mean
+    data: mean squared standardised error of angles and (weighted by `force_data`) forces;
+    eom, consistency: mean
     squared residuals of the predictions under the adjusted model (see `LossWeights`). The
     activation for the consistency residual comes from the segment's sEMG envelope, delayed
     by the adjustment's electromechanical delay, through the model's activation dynamics."""
     q_hat, f_hat = jax.vmap(predictor)(emg)
     std = predictor.std
     d = predictor.n_dofs
-    err_q = (q_hat - q) / std[:d]
-    err_f = (f_hat - forces) / std[d:]
-    data = 0.5 * (jnp.mean(err_q**2, axis=(1, 2)) + jnp.mean(err_f**2, axis=(1, 2)))
+    data = _data_error(q_hat, f_hat, q, forces, std, d, force_data)
     subject_model = adjustment.apply(model)
     eom = jax.vmap(lambda a, b: equation_of_motion_residual(subject_model, a, b, dt))(q_hat, f_hat)
     fs = 1.0 / dt
@@ -263,10 +274,10 @@ def _optimizer(learning_rate: float, steps: int, physical_learning_rate: float |
 def _loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
     pred, adj = eqx.combine(p, static)
     if weights.physics:
-        data, eom, cons = losses(pred, adj, model, emg, q, f, dt)
+        data, eom, cons = losses(pred, adj, model, emg, q, f, dt, weights.force_data)
         phys = weights.eom * jnp.mean(eom) + weights.consistency * jnp.mean(cons)
     else:
-        data, phys = _data_only(pred, emg, q, f), jnp.zeros(())
+        data, phys = _data_only(pred, emg, q, f, weights.force_data), jnp.zeros(())
     loss = jnp.mean(data) + phys + weights.regularisation * adj.penalty()
     return loss, (jnp.mean(data), phys)
 
@@ -365,11 +376,17 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
     return FitResult(pred, adj, history, best_step, time.perf_counter() - t0, train, val)
 
 
-def _data_only(pred: Predictor, emg, q, forces):
+def _data_only(pred: Predictor, emg, q, forces, force_data: float = 1.0):
     q_hat, f_hat = jax.vmap(pred)(emg)
-    d = pred.n_dofs
-    return 0.5 * (jnp.mean(((q_hat - q) / pred.std[:d]) ** 2, axis=(1, 2))
-                  + jnp.mean(((f_hat - forces) / pred.std[d:]) ** 2, axis=(1, 2)))
+    return _data_error(q_hat, f_hat, q, forces, pred.std, pred.n_dofs, force_data)
+
+
+def _data_error(q_hat, f_hat, q, forces, std, d, force_data):
+    err_q = jnp.mean(((q_hat - q) / std[:d]) ** 2, axis=(1, 2))
+    if isinstance(force_data, (int, float)) and force_data == 0:
+        # Unused labels (possibly placeholders, even NaN) never reach the loss.
+        return 0.5 * err_q
+    return 0.5 * (err_q + force_data * jnp.mean(((f_hat - forces) / std[d:]) ** 2, axis=(1, 2)))
 
 
 def metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:

@@ -29,6 +29,10 @@ from ._train import (FitResult, LossWeights, Predictor, Segments, SubjectAdjustm
                      fit, make_segments)
 from .data._dataset import Dataset
 
+# Without force labels a new network's force outputs are standardised by mean 0 and this
+# fraction of F_max (the wrist cohort's forces have sd 0.03–0.1 F_max).
+UNLABELLED_FORCE_SD = 0.1
+
 METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics", "pi_no_transfer",
            "full_finetune")
 
@@ -117,11 +121,14 @@ def _split_segments(seg: Segments, fraction: float, key) -> tuple[Segments, Segm
     return seg.take(order[n_val:]), seg.take(order[:n_val])
 
 
-def _weights(config: TransferConfig, physics: bool, regularise: bool = True) -> LossWeights:
+def _weights(config: TransferConfig, physics: bool, regularise: bool = True,
+             force_labels: bool = True) -> LossWeights:
     w = config.weights
     if not physics:
-        return LossWeights(0.0, 0.0, 0.0)
-    return w if regularise else dataclasses.replace(w, regularisation=0.0)
+        w = LossWeights(0.0, 0.0, 0.0, force_data=w.force_data)
+    elif not regularise:
+        w = dataclasses.replace(w, regularisation=0.0)
+    return w if force_labels else dataclasses.replace(w, force_data=0.0)
 
 
 def train(source: Dataset, model: Model, config: TransferConfig = TransferConfig(), *, key,
@@ -175,7 +182,8 @@ def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
 
 def personalise(generic: Predictor, share: Dataset, model: Model, config: TransferConfig, key,
                 *, trainable: str = "head", physics: bool = True, physical: bool = True,
-                progress=None, label: str = "pi_transfer: ") -> FitResult:
+                force_labels: bool = True, progress=None, label: str = "pi_transfer: "
+                ) -> FitResult:
     """Personalise a generic network to one subject from a small share of its data
     (physics-informed transfer, Zhang et al. 2022): the feature extractor is inherited
     frozen; the head is fine-tuned together with the subject's physical parameters
@@ -199,6 +207,10 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
         trainable: "head" (transfer) or "all" (full fine-tuning).
         physics: False for a data-only loss (then `physical` is ignored).
         physical: also fit the `SubjectAdjustment`.
+        force_labels: False when the subject has no muscle-force labels (they cannot be
+            measured in vivo): the share's forces are then never read (any placeholder
+            values will do) and only the angles are data; the forces learn from the physics
+            terms alone (or, with `physics=False`, keep what the generic network gives).
 
     Returns a `FitResult`: `.predictor` (as in `train`) and `.adjustment` (apply it to
     `model` for the subject's model; `exp(adjustment.log_strength)` are the F_max scales).
@@ -206,7 +218,7 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
     train, val = _split_in_time(share, generic.net.receptive_field, config)
     return fit(generic, SubjectAdjustment.identity(model.n_muscles), model, train, val,
                key=key, trainable=trainable, train_physical=physical and physics,
-               weights=_weights(config, physics),
+               weights=_weights(config, physics, force_labels=force_labels),
                steps=config.personal_steps, batch_size=config.batch_size,
                learning_rate=config.personal_learning_rate,
                physical_learning_rate=config.physical_learning_rate,
@@ -215,15 +227,20 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
 
 
 def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, physics: bool,
-                 progress=None, label: str = ""):
-    """A new network trained on the subject's share only (target_only / pi_no_transfer)."""
+                 force_labels: bool = True, progress=None, label: str = ""):
+    """A new network trained on the subject's share only (target_only / pi_no_transfer).
+    Without `force_labels` its force outputs are standardised by mean 0 and sd
+    `UNLABELLED_FORCE_SD` × F_max (the labels' statistics are not available)."""
     k_net, k_fit = jax.random.split(key)
     t = share.trials[0]
     net = config.make_network(len(t.emg_labels), t.q.shape[1] + t.forces.shape[1], k_net)
     train, val = _split_in_time(share, net.receptive_field, config)
-    return fit(Predictor.create(net, train), SubjectAdjustment.identity(model.n_muscles), model,
+    scale = None if force_labels else \
+        UNLABELLED_FORCE_SD * np.asarray(model.muscles.params.max_isometric_force)
+    return fit(Predictor.create(net, train, force_scale=scale),
+               SubjectAdjustment.identity(model.n_muscles), model,
                train, val, key=k_fit, trainable="all", train_physical=physics,
-               weights=_weights(config, physics),
+               weights=_weights(config, physics, force_labels=force_labels),
                steps=config.personal_steps, batch_size=config.batch_size,
                learning_rate=config.personal_learning_rate,
                physical_learning_rate=config.physical_learning_rate,
@@ -232,11 +249,12 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
 
 
 def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Model,
-                    config: TransferConfig, key, *, methods=METHODS, progress=None,
-                    label: str = "") -> dict:
+                    config: TransferConfig, key, *, methods=METHODS, force_labels: bool = True,
+                    progress=None, label: str = "") -> dict:
     """Give each of `methods` the subject's `share` (the generic network for the transfer
     methods), evaluate it on `test` (`evaluate`, under its `SubjectAdjustment` where it has
-    one). Needs no source data. Returns {"methods": {name: metrics}, "predictors": {name:
+    one). Needs no source data. `force_labels=False`: every method ignores the share's
+    muscle forces (see `personalise`); `test` keeps them for evaluation. Returns {"methods": {name: metrics}, "predictors": {name:
     Predictor}, "adjustments": {name: SubjectAdjustment} (physics-informed methods),
     "strength_scales": {name: exp(log_strength)}}."""
     unknown = sorted(set(methods) - set(METHODS))
@@ -251,21 +269,22 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
         if name == "generic":
             pred = generic
         elif name == "pi_transfer":
-            r = personalise(generic, share, model, config, keys[name], progress=say, label=tag)
+            r = personalise(generic, share, model, config, keys[name],
+                            force_labels=force_labels, progress=say, label=tag)
             pred, adjustment = r.predictor, r.adjustment
         elif name == "transfer_no_physics":
             pred = personalise(generic, share, model, config, keys[name], physics=False,
-                               progress=say, label=tag).predictor
+                               force_labels=force_labels, progress=say, label=tag).predictor
         elif name == "full_finetune":
             r = personalise(generic, share, model, config, keys[name], trainable="all",
-                            progress=say, label=tag)
+                            force_labels=force_labels, progress=say, label=tag)
             pred, adjustment = r.predictor, r.adjustment
         elif name == "target_only":
-            pred = from_scratch(share, model, config, keys[name], physics=False, progress=say,
-                                label=tag).predictor
+            pred = from_scratch(share, model, config, keys[name], physics=False,
+                                force_labels=force_labels, progress=say, label=tag).predictor
         else:  # pi_no_transfer
-            r = from_scratch(share, model, config, keys[name], physics=True, progress=say,
-                             label=tag)
+            r = from_scratch(share, model, config, keys[name], physics=True,
+                             force_labels=force_labels, progress=say, label=tag)
             pred, adjustment = r.predictor, r.adjustment
         results[name] = evaluate(pred, test, model, adjustment)
         predictors[name] = pred
@@ -280,7 +299,8 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
 
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
              share_fraction: float | None = 0.2, share_trials: int | None = None,
-             share_start: float = 0.0, methods=METHODS, progress=None, generic=None) -> dict:
+             share_start: float = 0.0, methods=METHODS, force_labels: bool = True,
+             progress=None, generic=None) -> dict:
     """One leave-one-subject-out fold: train the generic network on every other subject
     (or take `generic`), give each method a small share of `target` — the first
     `share_fraction` of every trial (default 20 %), or `share_trials` whole trials — and
@@ -295,6 +315,8 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
         model, config, key: as in `train`.
         methods: a subset of `METHODS`.
         generic: a trained generic `Predictor` (then `dataset` may hold only `target`).
+        force_labels: False: the methods do not use the share's muscle forces
+            (`compare_methods`); the test set's forces still score them.
 
     Returns {"target", "share_trials", "test_trials" (trial names), "methods": {name:
     `evaluate` metrics (angle rad, force N)}, "strength_scales": exp(log_strength) of the
@@ -314,7 +336,7 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
     if generic is None:
         generic = train_generic(source, model, config, k_gen, progress=say).predictor
     out = compare_methods(generic, share, test, model, config, k_methods, methods=methods,
-                          progress=say, label=f"{target} ")
+                          force_labels=force_labels, progress=say, label=f"{target} ")
     return {"target": target, "share_trials": [t.name for t in share.trials],
             "test_trials": [t.name for t in test.trials], "methods": out["methods"],
             "strength_scales": out["strength_scales"], "generic_predictor": generic,

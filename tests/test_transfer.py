@@ -199,3 +199,39 @@ def test_share_start_drops_the_fade_in_from_share_and_test(processed):
         _drop_start(processed, 1e3)
     with pytest.raises(ValueError, match=">= 0"):
         _drop_start(processed, -1.0)
+
+
+def test_personalising_without_force_labels_never_reads_them(processed, small_cohort):
+    """`force_labels=False` (a subject whose muscle forces were never estimated): the share's
+    forces do not reach any method's loss or standardisation, so placeholder zeros give the
+    same fit as the true labels; with labels, the same fit differs."""
+    import dataclasses
+
+    from jaxmsk._transfer import from_scratch, personalise
+
+    share, _ = processed.share(None, fraction=0.5)
+    blank = type(share)(tuple(dataclasses.replace(t, forces=np.zeros_like(t.forces))
+                              for t in share.trials))
+    config = TransferConfig(network=small_cnn, segment_length=16, personal_steps=6,
+                            batch_size=4, eval_every=3, patience=10)
+    wrist = small_cohort.model
+    seg = make_segments(processed, 7, length=16)
+    generic = Predictor.create(small_cnn(5, 6, jax.random.key(0, impl="rbg")), seg)
+    runs = {
+        "pi_transfer": lambda s, fl: personalise(generic, s, wrist, config, jax.random.key(2),
+                                                 force_labels=fl).predictor,
+        "pi_no_transfer": lambda s, fl: from_scratch(s, wrist, config, jax.random.key(3),
+                                                     physics=True, force_labels=fl).predictor,
+    }
+    for name, run in runs.items():
+        a, b = run(share, False), run(blank, False)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        labelled = run(blank, True)  # zeros as labels do change the fit
+        assert any(not np.array_equal(x, y)
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(labelled))), name
+    # Without labels a new network's forces are standardised by the model's F_max.
+    fmax = np.asarray(wrist.muscles.params.max_isometric_force)
+    p = runs["pi_no_transfer"](blank, False)
+    np.testing.assert_allclose(p.std[1:], 0.1 * fmax)
+    np.testing.assert_array_equal(p.mean[1:], 0.0)

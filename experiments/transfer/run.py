@@ -68,6 +68,11 @@ def parse_args(argv=None):
                    help="seconds into each trial where share chunks start (default 1: after "
                         "the protocols' 1 s fade-in from rest, which the test set does not "
                         "have; 0 was the first protocol, see README.md)")
+    p.add_argument("--share-labels", choices=("all", "angle"), default="all",
+                   help="labels the methods may use from the target's share: 'all' (angles "
+                        "and muscle forces) or 'angle' (no force labels, as for a real new "
+                        "subject; forces then learn from the physics loss only). The test set "
+                        "keeps its forces for scoring.")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 repetition per protocol, 60 generic and 20 personal steps")
     p.add_argument("--x64", action="store_true", help="float64 (default float32, as the demo)")
@@ -222,13 +227,26 @@ def load_or_train_generic(source, model, config, key, path: Path, say):
     return r.predictor, meta, True
 
 
+def _describe(value):
+    """A config value as the protocol records it. LossWeights at the default force_data=1
+    are written as before that field existed, so that earlier folders' fingerprints stay
+    valid (force_data=1 computes the same loss)."""
+    from jaxmsk._train import LossWeights
+
+    if isinstance(value, LossWeights) and value.force_data == 1.0:
+        return (f"LossWeights(eom={value.eom}, consistency={value.consistency}, "
+                f"regularisation={value.regularisation})")
+    return value if isinstance(value, (int, float, str)) else repr(value)
+
+
 def _key(seed):
     import jax
 
     return jax.random.key(seed)
 
 
-def run_methods(generic, share, test, model, config, key, methods, say, label):
+def run_methods(generic, share, test, model, config, key, methods, say, label,
+                force_labels=True):
     """Every method on one share, as `_transfer.run_fold` does (same methods, same keys per
     method name), with a given generic network. Returns ({name: metrics}, {name: F_max
     scales}, {name: fit info}, {name: predictor})."""
@@ -246,19 +264,20 @@ def run_methods(generic, share, test, model, config, key, methods, say, label):
         if name == "generic":
             pred = generic
         elif name == "pi_transfer":
-            r = personalise(generic, share, model, config, keys[name], progress=say, label=lab)
+            r = personalise(generic, share, model, config, keys[name], progress=say, label=lab,
+                            force_labels=force_labels)
         elif name == "transfer_no_physics":
             r = personalise(generic, share, model, config, keys[name], physics=False,
-                            progress=say, label=lab)
+                            progress=say, label=lab, force_labels=force_labels)
         elif name == "full_finetune":
             r = personalise(generic, share, model, config, keys[name], trainable="all",
-                            progress=say, label=lab)
+                            progress=say, label=lab, force_labels=force_labels)
         elif name == "target_only":
             r = from_scratch(share, model, config, keys[name], physics=False, progress=say,
-                             label=lab)
+                             label=lab, force_labels=force_labels)
         else:  # pi_no_transfer
             r = from_scratch(share, model, config, keys[name], physics=True, progress=say,
-                             label=lab)
+                             label=lab, force_labels=force_labels)
         adjustment = None
         if r is not None:
             pred = r.predictor
@@ -357,6 +376,9 @@ def markdown(results: dict) -> str:
              f"{results['share_start_s']} s into the trials; test: every trial after that "
              f"(the same test set for every share). Mean ± sd over folds; "
              f"{results['dtype']}, {results['device']}.", ""]
+    if results.get("share_labels", "all") != "all":
+        lines += ["The methods saw only the joint angles of the target's share, not its muscle "
+                  "forces (`--share-labels angle`); the test set's forces score them.", ""]
     for tag, e in results["shares"].items():
         lines += [f"## Share {100 * float(tag):g} % ({e['folds']} fold"
                   f"{'s' if e['folds'] > 1 else ''})", "",
@@ -483,8 +505,9 @@ def main(argv=None) -> int:
                 "share_start_s": args.share_start,
                 # v2: validation windows take their sEMG history from before the split.
                 "personal_validation": "v2",
-                "config": {k: (v if isinstance(v, (int, float, str)) else repr(v))
-                           for k, v in config.__dict__.items()}}
+                "config": {k: _describe(v) for k, v in config.__dict__.items()}}
+    if args.share_labels != "all":  # (absent for 'all', so earlier folders stay valid)
+        protocol["share_labels"] = args.share_labels
     fingerprint = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "protocol.json"
@@ -555,7 +578,8 @@ def main(argv=None) -> int:
                 f"{lab['test_angle_sd']:.3f} rad (test)")
             res, scales, fits, preds = run_methods(generic, share, test, wrist, config,
                                                    k_methods, methods, say,
-                                                   f"{target} {100 * s:g}%")
+                                                   f"{target} {100 * s:g}%",
+                                                   force_labels=args.share_labels == "all")
             save_traces(out / "traces" / f"fold_{target}_share{tag}.npz", test, preds)
             fold["shares"][tag] = {**info, "methods": res, "fits": fits,
                                    "strength": strength_errors(fold["true_strength_scales"],
@@ -572,6 +596,7 @@ def main(argv=None) -> int:
         "targets": list(targets), "methods_run": list(methods),
         "shares": aggregate(folds, shares, methods),
         "chunk_s": args.chunk, "share_start_s": args.share_start,
+        "share_labels": args.share_labels,
         "cohort": {"subjects": args.subjects, "trials_per_subject": cohort.n_trials,
                    "duration_s": 10.0, "seed": args.seed, "checks": cohort.metadata["checks"]},
         "config": protocol["config"], "fingerprint": fingerprint,
