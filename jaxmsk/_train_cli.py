@@ -15,8 +15,11 @@ recordings in the biomechanists' folder layout (`jaxmsk.io.load_recordings`).
 Columns are matched to the model by name (extra columns, e.g. the other coordinates of a
 full-body inverse kinematics file, are ignored); columns that do not name the model's
 muscles or coordinates are taken in file order when their number matches, and said so.
-Muscle force labels (`<trial>_muscle_forces.sto`) are required: the data loss and every
-metric use them.
+Muscle force labels (`<trial>_muscle_forces.sto`) are required by `jaxmsk train` (the
+generic network learns forces from them). `jaxmsk personalise` works without them for the
+new subject (muscle forces cannot be measured in vivo): if none of its trials has a force
+file, every method personalises on the joint angles alone, the forces learning from the
+physics loss only, and no force metric is reported.
 
 A checkpoint holds `(Predictor, SubjectAdjustment)`; its metadata names the network, its
 sizes and dtype, the model's muscles and coordinates, the sampling rate, the sEMG units and
@@ -218,6 +221,32 @@ def _device() -> str:
     return f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
 
 
+def _force_labels_or_placeholders(dataset: Dataset, model, root: Path, subject: str,
+                                  progress) -> tuple[Dataset, bool]:
+    """(dataset, True) if every trial has force labels; if none has, the trials with zero
+    placeholders (never read: `compare_methods(force_labels=False)`) and False."""
+    missing = [t.name for t in dataset.trials if t.forces is None]
+    if not missing:
+        return dataset, True
+    if len(missing) < len(dataset.trials):
+        files = ", ".join(str(root / subject / f"{n}_muscle_forces.sto") for n in missing)
+        raise ValueError(f"{files} missing while subject {subject}'s other trials have force "
+                         "labels; give every trial its muscle-force file, or none (then the "
+                         "methods personalise on the joint angles alone).")
+    progress(f"note: subject {subject} has no muscle-force files: every method personalises "
+             "on the joint angles alone (the forces learn from the physics loss only), and "
+             "no force metric is reported.")
+    return Dataset(tuple(dataclasses.replace(t, forces=np.zeros((t.n_samples, model.n_muscles)),
+                                             force_labels=tuple(model.muscle_names))
+                         for t in dataset.trials)), False
+
+
+def _without_forces(m: dict, model) -> dict:
+    """`_labelled` for a subject without force labels: every force metric is None."""
+    return {**{k: (None if k.startswith("force") else v) for k, v in m.items()},
+            "angle": {"labels": list(model.coordinate_names), **m["angle"]}, "force": None}
+
+
 def _labelled(m: dict, model) -> dict:
     """`evaluate`'s dictionary with the output names beside the per-output lists."""
     return {**m, "angle": {"labels": list(model.coordinate_names), **m["angle"]},
@@ -259,8 +288,13 @@ def _personalise_markdown(r: dict) -> str:
              "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² | EoM residual RMS |",
              "|---|---|---|---|---|---|"]
     for m, v in r["methods"].items():
-        lines.append(f"| {m} | {v['angle_rmse']:.4f} | {v['force_rmse']:.3f} | "
-                     f"{v['angle_r2']:.3f} | {v['force_r2']:.3f} | {v['eom_residual_rms']:.2e} |")
+        f_rmse, f_r2 = ((f"{v['force_rmse']:.3f}", f"{v['force_r2']:.3f}") if r["force_labels"]
+                        else ("—", "—"))
+        lines.append(f"| {m} | {v['angle_rmse']:.4f} | {f_rmse} | {v['angle_r2']:.3f} | "
+                     f"{f_r2} | {v['eom_residual_rms']:.2e} |")
+    if not r["force_labels"]:
+        lines += ["", "The subject has no muscle-force files: the methods personalised on the "
+                  "joint angles alone, and force errors cannot be scored."]
     if r["strength_scales"]:
         lines += ["", "Personalised F_max scales (× the model's):", ""]
         for m, scales in r["strength_scales"].items():
@@ -269,8 +303,10 @@ def _personalise_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool) -> str:
-    """Every output of one test trial: measured against each method's prediction."""
+def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool,
+            force_truth: bool = True) -> str:
+    """Every output of one test trial: measured against each method's prediction (forces
+    without a measured line when the subject has no force labels)."""
     from ._plots import _pyplot, save_figure
 
     plt = _pyplot()
@@ -287,7 +323,8 @@ def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool) -> str:
         for j, ax in enumerate(axes[:, 0]):
             ax.plot(t, y[:, j], color=f"C{i}", lw=1, label=method)
     for j, ax in enumerate(axes[:, 0]):
-        ax.plot(t, truth[:, j], "k", lw=1.5, label="measured")
+        if force_truth or j < trial.q.shape[1]:
+            ax.plot(t, truth[:, j], "k", lw=1.5, label="measured")
         ax.set_ylabel(names[j], fontsize=8)
     axes[0, 0].legend(fontsize=7, ncol=len(predictors) + 1, loc="upper right")
     axes[-1, 0].set_xlabel("time (s) from the start of the evaluated part")
@@ -400,7 +437,9 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
                          "evaluation would not be held out; train it without this subject "
                          "(jaxmsk train --subjects ...).")
     progress(f"jaxmsk personalise {subject} on {_device()}, {jnp.result_type(float)}")
-    dataset = load_data(data, mdl, [subject], progress)
+    dataset = load_data(data, mdl, [subject], progress, require_forces=False)
+    dataset, force_labels = _force_labels_or_placeholders(dataset, mdl, Path(data), subject,
+                                                          progress)
     t0 = dataset.trials[0]
     if abs(t0.fs - meta["fs"]) > 1e-6 * meta["fs"] or t0.emg_units != meta["emg_units"]:
         raise ValueError(f"subject {subject}'s recordings give sEMG in {t0.emg_units!r} at "
@@ -413,7 +452,7 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
     else:
         part, test = dataset.share(k_share, fraction=share)
     fold = compare_methods(predictor, part, test, mdl, config, k_methods, methods=chosen,
-                           progress=progress, label=f"{subject} ")
+                           force_labels=force_labels, progress=progress, label=f"{subject} ")
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if "pi_transfer" in fold["adjustments"]:
@@ -422,12 +461,15 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
         files.append(save_predictor(out / PERSONALISED_FILE, fold["predictors"]["pi_transfer"],
                                     fold["adjustments"]["pi_transfer"], personal,
                                     overwrite=overwrite))
-    files.append(_traces(out / "traces.png", test.trials[0], fold["predictors"], overwrite))
+    files.append(_traces(out / "traces.png", test.trials[0], fold["predictors"], overwrite,
+                         force_truth=force_labels))
+    scored = {m: _labelled(v, mdl) if force_labels else _without_forces(v, mdl)
+              for m, v in fold["methods"].items()}
     results = {
         "command": "personalise", "subject": subject, "generic": str(generic), "model": model,
         "share": {"fraction": share if trials is None else None, "trials": trials},
         "share_trials": [t.name for t in part.trials], "test_trials": [t.name for t in test.trials],
-        "methods": {m: _labelled(v, mdl) for m, v in fold["methods"].items()},
+        "force_labels": force_labels, "methods": scored,
         "strength_scales": {m: dict(zip(mdl.muscle_names, s))
                             for m, s in fold["strength_scales"].items()},
         "config": _config_json(config), "seed": seed, "device": _device(),

@@ -291,8 +291,8 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
         if adjustment is not None:
             adjustments[name] = adjustment
             extra[name] = np.exp(np.asarray(adjustment.log_strength)).tolist()
-        say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
-            f"{results[name]['force_rmse']:.3f} N")
+        say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad"
+            + (f", force RMSE {results[name]['force_rmse']:.3f} N" if force_labels else ""))
     return {"methods": results, "predictors": predictors, "adjustments": adjustments,
             "strength_scales": extra}
 

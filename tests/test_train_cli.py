@@ -82,6 +82,29 @@ def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
     q_hat, f_hat = pred(jax.numpy.zeros((40, 5)))
     assert q_hat.shape == (40 - pred.net.receptive_field + 1, 1) and f_hat.shape[1] == 5
 
+    # A new subject without muscle-force files (forces cannot be measured in vivo): the
+    # methods personalise on the angles alone and no force metric is reported.
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(recordings, unlabelled)
+    sto = sorted((unlabelled / "S03").glob("*_muscle_forces.sto"))
+    sto[0].unlink()
+    some = base[:2] + [str(unlabelled)] + base[3:]
+    _fails(some + ["--subject", "S03", "--out", str(tmp_path / "y")], capsys,
+           f"{sto[0].name} missing while subject S03's other trials", "or none")
+    for f in sto[1:]:
+        f.unlink()
+    out = tmp_path / "S03_angles"
+    assert main(some + ["--subject", "S03", "--out", str(out),
+                        "--methods", "pi_transfer,generic"]) == 0
+    assert "has no muscle-force files" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["force_labels"] is False
+    for m, r in res["methods"].items():
+        assert r["force_rmse"] is None and r["force"] is None, m
+        assert np.isfinite(r["angle_rmse"]) and np.isfinite(r["eom_residual_rms"]), m
+    assert "force errors cannot be scored" in (out / "results.md").read_text()
+    assert (out / "traces.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_bad_inputs_name_the_input_and_the_fix(recordings, tmp_path, capsys):
     out = ["--out", str(tmp_path / "out")]
