@@ -21,6 +21,8 @@ from ._model import ModelState as ModelState
 from ._scale import scale_parameters as scale_parameters
 from ._simulate import Trajectory as Trajectory
 from ._simulate import simulate as simulate
+from ._folds import fit_stacked as fit_stacked
+from ._folds import train_generic_folds as train_generic_folds
 from ._train import FitResult as FitResult
 from ._train import LossWeights as LossWeights
 from ._train import Predictor as Predictor

@@ -160,18 +160,25 @@ def train(source: Dataset, model: Model, config: TransferConfig = TransferConfig
                          checkpoint=checkpoint)
 
 
-def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
-                  physics: bool = True, progress=None, checkpoint=None) -> FitResult:
-    """The generic network: all layers, data + λ·physics under the generic model, on the
-    source subjects' trials (segments split at random into train and validation). `train`
-    is the public form (same behaviour)."""
+def _generic_start(source: Dataset, config: TransferConfig, key):
+    """(initial Predictor, train segments, validation segments, key of the fit) of a generic
+    network (shared by `train_generic` and `_folds.train_generic_folds`)."""
     k_net, k_split, k_fit = jax.random.split(key, 3)
     n_in = len(source.trials[0].emg_labels)
     n_out = source.trials[0].q.shape[1] + source.trials[0].forces.shape[1]
     net = config.make_network(n_in, n_out, k_net)
     seg = make_segments(source, net.receptive_field, config.segment_length)
     train, val = _split_segments(seg, config.validation_fraction, k_split)
-    return fit(Predictor.create(net, train), SubjectAdjustment.identity(model.n_muscles), model,
+    return Predictor.create(net, train), train, val, k_fit
+
+
+def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
+                  physics: bool = True, progress=None, checkpoint=None) -> FitResult:
+    """The generic network: all layers, data + λ·physics under the generic model, on the
+    source subjects' trials (segments split at random into train and validation). `train`
+    is the public form (same behaviour)."""
+    start, train, val, k_fit = _generic_start(source, config, key)
+    return fit(start, SubjectAdjustment.identity(model.n_muscles), model,
                train, val, key=k_fit, trainable="all",
                weights=_weights(config, physics, regularise=False),
                steps=config.generic_steps, batch_size=config.batch_size,
