@@ -114,3 +114,28 @@ def test_polynomial_fit_with_moment_arms_is_exact_and_reports_their_error():
     assert raw.exponents[:3] == ((0, 0), (0, 1), (0, 2))
     with pytest.raises(ValueError, match="moment_arms has shape"):
         msk.PolynomialPath.fit(q, lengths, arms[:, :1])
+
+
+@pytest.mark.parametrize("n_dofs, degree", [(1, 6), (2, 10), (3, 5), (4, 8)])
+def test_length_and_moment_arms_equal_length_and_its_jacobian(n_dofs, degree):
+    """Both forms of the one-pass path evaluation: a dense coefficient tensor (used while it
+    has at most _DENSE_MAX_ENTRIES entries: 7, 121, 216 here) and the monomial gather (4 DoFs
+    of degree 8: 9⁴ = 6561 entries), against `length` and −jax.jacfwd(`length`)."""
+    from jaxmsk.skeleton._path import _DENSE_MAX_ENTRIES, monomial_exponents
+
+    rng = np.random.default_rng(n_dofs)
+    exps = monomial_exponents(n_dofs, degree)
+    path = msk.PolynomialPath(coefficients=jnp.asarray(rng.normal(0, 0.01, (3, len(exps)))),
+                              centre=jnp.asarray(rng.uniform(-0.5, 0.5, n_dofs)),
+                              scale=jnp.asarray(rng.uniform(0.5, 2.0, n_dofs)), exponents=exps)
+    dense = (degree + 1) ** n_dofs <= _DENSE_MAX_ENTRIES
+    assert dense == (n_dofs < 4)
+    q = jnp.asarray(rng.uniform(-1.5, 1.5, (20, n_dofs)))
+    q = q.at[0].set(path.centre)  # x = 0 exactly: the powers' derivatives stay finite
+    length, arms = jax.jit(jax.vmap(path.length_and_moment_arms))(q)
+    np.testing.assert_allclose(length, jax.vmap(path.length)(q), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(arms, jax.vmap(path.moment_arms)(q), rtol=1e-10, atol=1e-14)
+    grad = jax.grad(lambda c: jnp.sum(jax.vmap(
+        lambda x: msk.PolynomialPath(c, path.centre, path.scale, exps)
+        .length_and_moment_arms(x)[1])(q) ** 2))(path.coefficients)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)

@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .._misc import safe_sqrt
-from ._curves import DeGrooteCurves
+from ._curves import _LOG_FLOOR, DeGrooteCurves
 from ._validation import (as_float_array, check_finite, check_nonnegative, check_per_muscle,
                           check_positive, is_concrete)
 
@@ -349,7 +349,10 @@ class DeGrooteFregly2016Muscle(eqx.Module):
     def _compliant_state_and_derivative(self, lmt, vmt, a, ft):
         """(`MuscleState`, d f̃T/dt) of the explicit compliant-tendon model, in one pass."""
         s = self._compliant_state(lmt, vmt, a, ft)
-        stiffness = self.curves.tendon_force_length_derivative(s.norm_tendon_length)
+        # f_T'(l̃T) = c1·kT·exp(kT(l̃T − c2)) = kT·(f̃T + c3) at l̃T = f_T⁻¹(f̃T): the same
+        # value without the exponential (floored where the inverse floors its logarithm).
+        c = self.curves
+        stiffness = c.kt * jnp.maximum(ft + c.c3, c.c1 * _LOG_FLOOR)
         return s, s.tendon_velocity / self.params.tendon_slack_length * stiffness
 
     # -- either tendon --------------------------------------------------------------
