@@ -72,7 +72,8 @@ def _solver(solver, rtol, atol) -> diffrax.AbstractSolver:
 
 def _solve(model: Model, y0: ModelState, ts: Array, excitation: Array, *, solver=None,
            rtol: float = 1e-6, atol: float = 1e-8, dt0: float | None = None,
-           max_steps: int = 100_000, adjoint=None, throw: bool = True) -> diffrax.Solution:
+           max_steps: int = 100_000, adjoint=None, throw: bool = True, pcoeff: float = 0.0,
+           icoeff: float = 1.0) -> diffrax.Solution:
     """Integrate from a given state `y0` (no equilibrium, no input checks); states saved at
     `ts`. Shared by `simulate` and `identify` (whose multiple-shooting segments start from
     free states)."""
@@ -84,7 +85,8 @@ def _solve(model: Model, y0: ModelState, ts: Array, excitation: Array, *, solver
         saveat=diffrax.SaveAt(ts=ts),
         # Steps land on every excitation sample: the interpolated excitation has kinks there.
         stepsize_controller=diffrax.ClipStepSizeController(
-            diffrax.PIDController(rtol=rtol, atol=atol), step_ts=ts),
+            diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=pcoeff, icoeff=icoeff),
+            step_ts=ts),
         max_steps=max_steps,
         adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
         throw=throw,
@@ -106,6 +108,8 @@ def simulate(
     max_steps: int = 100_000,
     adjoint: diffrax.AbstractAdjoint | None = None,
     throw: bool = True,
+    pcoeff: float = 0.0,
+    icoeff: float = 1.0,
 ) -> Trajectory:
     """Integrate a model's muscle and skeletal dynamics from static muscle equilibrium.
 
@@ -124,6 +128,13 @@ def simulate(
             and compiles in 11 s against 48 s. Stiffness grows with tendon stiffness and
             with looser tolerances; the explicit solver then takes many small steps.
         rtol, atol: step-size controller tolerances.
+        pcoeff, icoeff: the step-size controller's proportional and integral coefficients
+            (`diffrax.PIDController`'s). The default (0, 1) is the classical I controller.
+            Where the step size is limited by stability rather than accuracy, as for
+            arm26's stiff tendons under an explicit solver, a PI controller (pcoeff=0.4,
+            icoeff=0.3) stops the accept/reject cycling: arm26 over 1 s with
+            `diffrax.Bosh3()` at rtol 1e-4 took at most 499 steps against 694, and 28 %
+            less time (batch 256, 2-core CPU).
         adjoint: diffrax adjoint for reverse-mode gradients; default
             `RecursiveCheckpointAdjoint()` (memory grows with the number of checkpoints, not
             with the steps taken).
@@ -148,7 +159,7 @@ def simulate(
     a0 = excitation[0] if activation0 is None else activation0
     y0 = model.initial_state(jnp.asarray(q0, dtype), qdot0, a0)
     sol = _solve(model, y0, ts, excitation, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
-                 max_steps=max_steps, adjoint=adjoint, throw=throw)
+                 max_steps=max_steps, adjoint=adjoint, throw=throw, pcoeff=pcoeff, icoeff=icoeff)
     ys: ModelState = sol.ys
     out = jax.vmap(model.outputs)(ys)
     return Trajectory(
