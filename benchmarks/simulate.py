@@ -9,7 +9,19 @@ median of repeated calls, blocking on results. Muscle-steps/s counts accepted so
 arm26 (DeGrooteFregly2016 muscles, integrator accuracy 1e-5), and MuJoCo (C) rolling out
 MyoSuite's myoelbow (1 DoF, 6 rigid-tendon muscles, `myo_sim`) for 1 s at its own time step.
 
-    python benchmarks/simulate.py [--max-batch 4096] [--solver tsit5|kvaerno5] [--dtype float32]
+Accuracy is measured too, each simulator against its own converged solution of the same
+problem: OpenSim at accuracy 1e-5 against OpenSim at 1e-9, and jaxmsk at the benchmark's
+tolerances against jaxmsk at rtol 1e-10 (the first 16 trajectories of each model). The
+speed ratios are meaningful only where jaxmsk's error is no larger than OpenSim's.
+
+    python benchmarks/simulate.py [--max-batch 4096] [--solver tsit5|bosh3|kvaerno5]
+                                  [--rtol 1e-5] [--controller i|pi] [--dtype float32]
+                                  [--out benchmarks/results/simulate.json]
+
+Tsit5 (5th order, 6 evaluations per step) is `simulate(solver="explicit")`. Bosh3 (3rd order,
+3 evaluations per step) suits these models better at everyday tolerances: arm26's step size
+is limited by the stability of its stiff tendons, not by accuracy, and per evaluation Bosh3's
+stability interval is longer.
 
 Needs opensim, osim-rl (`pip install --no-deps osim-rl==3.0.11`), mujoco and myo_sim.
 Prints a markdown table naming the device and writes benchmarks/results/simulate.json.
@@ -40,35 +52,56 @@ def _excitation(ts, n_muscles, rng):
     return 0.2 + 0.05 * np.sin(2 * np.pi * freq * ts[:, None] + phase)
 
 
-def _opensim_seconds(path, ts, exc, q0, repeats=3):
+def _opensim_start(path, ts, exc, q0):
+    """A fresh OpenSim arm26 with the excitations prescribed, in static muscle equilibrium
+    at q0: (model, state, coordinate set)."""
+    import opensim as osim
+
+    model = osim.Model(path)
+    ctrl = osim.PrescribedController()
+    names = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
+    for k, n in enumerate(names):
+        ctrl.addActuator(model.getMuscles().get(n))
+        fn = osim.PiecewiseLinearFunction()
+        for t, e in zip(ts, exc[:, k]):
+            fn.addPoint(float(t), float(e))
+        ctrl.prescribeControlForActuator(n, fn)
+    model.addController(ctrl)
+    state = model.initSystem()
+    cs = model.getCoordinateSet()
+    for c, v in zip(("r_shoulder_elev", "r_elbow_flex"), q0):
+        cs.get(c).setValue(state, float(v))
+    for k, n in enumerate(names):
+        model.getMuscles().get(n).setActivation(state, float(exc[0, k]))
+    model.equilibrateMuscles(state)
+    return model, state, cs
+
+
+def _opensim_seconds(path, ts, exc, q0, repeats=3, accuracy=1e-5):
+    """(median wall time of `Manager.integrate` over 1 s, q (rad) at ts[1:]).
+
+    The angles come from one more, untimed run that integrates from output time to output
+    time and reads q at each: compared with a run at accuracy 1e-9, OpenSim's error."""
     import opensim as osim
 
     times = []
     for _ in range(repeats):
-        model = osim.Model(path)
-        ctrl = osim.PrescribedController()
-        names = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
-        for k, n in enumerate(names):
-            ctrl.addActuator(model.getMuscles().get(n))
-            fn = osim.PiecewiseLinearFunction()
-            for t, e in zip(ts, exc[:, k]):
-                fn.addPoint(float(t), float(e))
-            ctrl.prescribeControlForActuator(n, fn)
-        model.addController(ctrl)
-        state = model.initSystem()
-        cs = model.getCoordinateSet()
-        for c, v in zip(("r_shoulder_elev", "r_elbow_flex"), q0):
-            cs.get(c).setValue(state, float(v))
-        for k, n in enumerate(names):
-            model.getMuscles().get(n).setActivation(state, float(exc[0, k]))
-        model.equilibrateMuscles(state)
+        model, state, _ = _opensim_start(path, ts, exc, q0)
         manager = osim.Manager(model)
-        manager.setIntegratorAccuracy(1e-5)
+        manager.setIntegratorAccuracy(accuracy)
         manager.initialize(state)
         t0 = time.perf_counter()
         manager.integrate(float(ts[-1]))
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    model, state, cs = _opensim_start(path, ts, exc, q0)
+    manager = osim.Manager(model)
+    manager.setIntegratorAccuracy(accuracy)
+    manager.initialize(state)
+    qs = []
+    for t in ts[1:]:
+        state = manager.integrate(float(t))
+        qs.append([cs.get(c).getValue(state) for c in ("r_shoulder_elev", "r_elbow_flex")])
+    return statistics.median(times), np.array(qs)
 
 
 def _mujoco_seconds(repeats=5):
@@ -95,7 +128,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-batch", type=int, default=4096)
     ap.add_argument("--factor", type=int, default=4, help="batch size growth factor")
-    ap.add_argument("--solver", choices=("tsit5", "kvaerno5"), default="tsit5")
+    ap.add_argument("--solver", choices=("tsit5", "bosh3", "kvaerno5"), default="tsit5")
+    ap.add_argument("--rtol", type=float, default=1e-5, help="jaxmsk's rtol (atol = rtol/100)")
+    ap.add_argument("--controller", choices=("i", "pi"), default="i",
+                    help="step-size control: i = simulate's default; pi = pcoeff 0.4, icoeff 0.3")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--models", default="arm26,wrist")
@@ -121,27 +157,44 @@ def main(argv=None) -> int:
         path = arm26_dgf_osim(os.path.join(tmp, "arm26_dgf.osim"))
         models = {"arm26": msk.load_osim(path), "wrist": msk.models.wrist()}
         exc0 = _excitation(ts, 6, rng)
-        osim_s = _opensim_seconds(path, ts, exc0, q0)
+        osim_s, osim_q = _opensim_seconds(path, ts, exc0, q0)
+        _, osim_ref = _opensim_seconds(path, ts, exc0, q0, repeats=1, accuracy=1e-9)
+        osim_err = float(np.max(np.abs(osim_q - osim_ref)))
     mj_s, mj_steps, mj_dt = _mujoco_seconds()
-    solver = "explicit" if args.solver == "tsit5" else "stiff"
-    print(f"# jaxmsk simulate benchmark — device {device_name}, {args.dtype}, solver {args.solver}; "
-          f"OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms; MuJoCo myoelbow 1 s "
+    import diffrax
+
+    solver = {"tsit5": "explicit", "bosh3": diffrax.Bosh3(), "kvaerno5": "stiff"}[args.solver]
+    rtol, atol = args.rtol, args.rtol * 1e-2
+    gains = dict(pcoeff=0.4, icoeff=0.3) if args.controller == "pi" else {}
+    print(f"# jaxmsk simulate benchmark — device {device_name}, {args.dtype}, solver {args.solver}, "
+          f"rtol {rtol:g}, {args.controller.upper()} controller; OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms (max angle error "
+          f"{osim_err:.2e} rad at accuracy 1e-5); MuJoCo myoelbow 1 s "
           f"({mj_steps} steps of {mj_dt * 1e3:.1f} ms): {mj_s * 1e3:.2f} ms")
 
-    def runner(q0):
+    def runner(q0, solver=solver, rtol=rtol, atol=atol, gains=gains):
         @eqx.filter_jit
         def run(model, excs):
             tr = jax.vmap(lambda e: msk.simulate(model, e, jnp.asarray(ts), q0=jnp.asarray(q0),
-                                                 solver=solver, rtol=1e-5, atol=1e-7,
-                                                 throw=False))(excs)
+                                                 solver=solver, rtol=rtol, atol=atol,
+                                                 throw=False, **gains))(excs)
             return tr.q, tr.stats["num_accepted_steps"], tr.result
         return run
+
+    def accuracy(model, start_q, n=16):
+        """Max angle error (rad) at the benchmark's settings against rtol 1e-10 (Tsit5)."""
+        excs = jnp.asarray(np.stack([_excitation(ts, model.n_muscles, np.random.default_rng(k))
+                                     for k in range(n)]))
+        q = runner(start_q)(model, excs)[0]
+        ref = runner(start_q, "explicit", 1e-10, 1e-12, {})(model, excs)[0]
+        return float(jnp.max(jnp.abs(q - ref)))
 
     rows = []
     for name in args.models.split(","):
         model = models[name]
         start_q = q0 if name == "arm26" else np.zeros(1)
         run = runner(start_q)
+        err = accuracy(model, start_q)
+        print(f"  {name}: max angle error {err:.2e} rad against rtol 1e-10", flush=True)
         batch = 1
         while batch <= args.max_batch:
             excs = jnp.asarray(np.stack([_excitation(ts, model.n_muscles, rng)
@@ -162,23 +215,31 @@ def main(argv=None) -> int:
                              trajectories_per_s=batch / steady, per_trajectory_s=per,
                              muscle_steps_per_s=muscle_steps / steady,
                              mean_steps=float(np.mean(np.asarray(steps))), failed=failed,
-                             speedup_vs_opensim=osim_s / per, ratio_vs_mujoco=mj_s / per))
+                             speedup_vs_opensim=osim_s / per, ratio_vs_mujoco=mj_s / per,
+                             max_angle_error=err))
             print(f"  {name} batch {batch:5d}: {steady * 1e3:9.1f} ms ({per * 1e3:.3f} ms per "
                   f"trajectory, {np.mean(np.asarray(steps)):.0f} steps, {failed} failed)", flush=True)
             batch *= args.factor
     lines = ["| model | batch | trajectories/s | per trajectory (ms) | muscle-steps/s | compile (s) "
              "| OpenSim arm26 ÷ per trajectory | MuJoCo myoelbow ÷ per trajectory |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = [f"Max angle error against each simulator's own converged solution: OpenSim arm26 "
+             f"(accuracy 1e-5) {osim_err:.2e} rad"] + [
+        f"jaxmsk {name} ({args.solver}, rtol {rtol:g}, {args.controller.upper()}) {err:.2e} rad"
+        for name, err in dict((r["model"], r["max_angle_error"]) for r in rows).items()]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['trajectories_per_s']:.3g} | "
                      f"{r['per_trajectory_s'] * 1e3:.3f} | {r['muscle_steps_per_s']:.3g} | "
                      f"{r['compile_s']:.1f} | {r['speedup_vs_opensim']:.1f}× | "
                      f"{r['ratio_vs_mujoco']:.2f}× |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + "; ".join(notes) + "."
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(dict(device=device_name, solver=args.solver, dtype=args.dtype, opensim_s=osim_s,
+    tmp_out.write_text(json.dumps(dict(device=device_name, solver=args.solver, rtol=rtol, atol=atol,
+                                       controller=args.controller,
+                                       dtype=args.dtype, opensim_s=osim_s,
+                                       opensim_max_angle_error=osim_err,
                                        mujoco_s=mj_s, rows=rows, table=table), indent=2))
     os.replace(tmp_out, args.out)
     return 0
