@@ -106,6 +106,7 @@ def recovery(name: str, model, n_trials: int, duration: float, noises_deg, seed:
             "noise_estimate_deg": float(np.degrees(res.noise_sigma)),
             "rms_deg": float(np.degrees(res.rms["q"])), "unidentifiable": res.unidentifiable,
             "steps": res.diagnostics["steps"], "converged": res.diagnostics["converged"],
+            "start_losses": [float(x) for x in res.diagnostics.get("starts", [])],
             "compile_s": res.diagnostics["compile_s"], "fit_s": wall})
         print(f"[{name} {deg}°] max |rel error| " + ", ".join(
             f"{SHORT[p]} {100 * worst[p]:.3g} %" for p in FIT)
@@ -203,6 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("recovery", "arm26", "race"), default=None,
                     help="run one part (recovery: both models; arm26: arm26's recovery only); "
                          "results.json keeps the other parts' previous results")
+    ap.add_argument("--max-steps", type=int, default=200,
+                    help="Levenberg-Marquardt iteration limit of the wrist recovery fits")
+    ap.add_argument("--starts", type=int, default=1,
+                    help="starting points per wrist recovery fit (identify(starts=...)); the "
+                         "others perturb the first by N(0, 0.5^2) in the unbounded coordinates")
     ap.add_argument("--quick", action="store_true", help="smoke run (short trials, few steps)")
     ap.add_argument("--markdown-only", action="store_true",
                     help="rewrite results.md from results.json and stop")
@@ -217,7 +223,8 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     results = {"device": f"{device.platform}: {device.device_kind} ({platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} CPUs)", "jax": jax.__version__, "recovery": []}
-    duration, steps, evals = (0.5, 5, 50) if args.quick else (2.0, 60, args.evaluations)
+    duration, steps, evals = (0.5, 5, 50) if args.quick else (2.0, args.max_steps,
+                                                               args.evaluations)
     out = Path(args.out)
     previous = out / "results.json"
     if args.only and previous.exists():
@@ -227,8 +234,11 @@ def main(argv=None) -> int:
     wrist = jaxmsk.models.wrist()
     if args.only in (None, "recovery"):
         results["recovery"] = [r for r in results["recovery"] if r["model"] != "wrist"]
-        results["recovery"].insert(0, recovery("wrist", wrist, 4, duration, noises, args.seed,
-                                               shooting_interval=None, max_steps=steps))
+        results["recovery"].insert(0, recovery(
+            "wrist", wrist, 4, duration, noises, args.seed, shooting_interval=None,
+            max_steps=steps, fit_options=dict(starts=args.starts,
+                                              key=jax.random.key(args.seed + 7))
+            if args.starts > 1 else None))
     out.mkdir(parents=True, exist_ok=True)
 
     def save(partial=None):
