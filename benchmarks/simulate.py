@@ -15,7 +15,8 @@ tolerances against jaxmsk at rtol 1e-10 (the first 16 trajectories of each model
 speed ratios are meaningful only where jaxmsk's error is no larger than OpenSim's.
 
     python benchmarks/simulate.py [--max-batch 4096] [--solver tsit5|bosh3|kvaerno5]
-                                  [--rtol 1e-5] [--controller i|pi] [--dtype float32]
+                                  [--rtol 1e-5] [--controller i|pi] [--cpu-devices 2]
+                                  [--dtype float32]
                                   [--out benchmarks/results/simulate.json]
 
 Tsit5 (5th order, 6 evaluations per step) is `simulate(solver="explicit")`. Bosh3 (3rd order,
@@ -55,8 +56,9 @@ def _excitation(ts, n_muscles, rng):
 def _opensim_start(path, ts, exc, q0):
     """A fresh OpenSim arm26 with the excitations prescribed, in static muscle equilibrium
     at q0: (model, state, coordinate set)."""
-    import opensim as osim
+    from helpers import import_opensim  # quiet logger (also in spawned processes)
 
+    osim = import_opensim()
     model = osim.Model(path)
     ctrl = osim.PrescribedController()
     names = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
@@ -132,11 +134,18 @@ def main(argv=None) -> int:
     ap.add_argument("--rtol", type=float, default=1e-5, help="jaxmsk's rtol (atol = rtol/100)")
     ap.add_argument("--controller", choices=("i", "pi"), default="i",
                     help="step-size control: i = simulate's default; pi = pcoeff 0.4, icoeff 0.3")
+    ap.add_argument("--cpu-devices", type=int, default=1,
+                    help="on a CPU, split each batch over this many XLA host devices (one "
+                         "thread each; e.g. the number of cores) with shard_map; OpenSim and "
+                         "MuJoCo still run one simulation on one core")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--models", default="arm26,wrist")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "simulate.json")
     args = ap.parse_args(argv)
+    if args.cpu_devices > 1:  # before JAX starts its CPU backend; no effect on accelerators
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
+                                   f"_device_count={args.cpu_devices}").strip()
 
     import jax
 
@@ -148,6 +157,8 @@ def main(argv=None) -> int:
 
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    if len(jax.devices()) > 1:
+        device_name += f" × {len(jax.devices())} (batches of ≥ {len(jax.devices())} split over them)"
     ts = np.linspace(0.0, 1.0, 101)
     q0 = np.array([0.3, 0.8])
     rng = np.random.default_rng(0)
@@ -160,6 +171,14 @@ def main(argv=None) -> int:
         osim_s, osim_q = _opensim_seconds(path, ts, exc0, q0)
         _, osim_ref = _opensim_seconds(path, ts, exc0, q0, repeats=1, accuracy=1e-9)
         osim_err = float(np.max(np.abs(osim_q - osim_ref)))
+        osim_parallel_s = None
+        if args.cpu_devices > 1:
+            # The same cores for OpenSim: one process per core, each simulating at once.
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(args.cpu_devices) as pool:
+                runs = pool.starmap(_opensim_seconds, [(path, ts, exc0, q0)] * args.cpu_devices)
+            osim_parallel_s = statistics.median(t for t, _ in runs) / args.cpu_devices
     mj_s, mj_steps, mj_dt = _mujoco_seconds()
     import diffrax
 
@@ -170,14 +189,36 @@ def main(argv=None) -> int:
           f"rtol {rtol:g}, {args.controller.upper()} controller; OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms (max angle error "
           f"{osim_err:.2e} rad at accuracy 1e-5); MuJoCo myoelbow 1 s "
           f"({mj_steps} steps of {mj_dt * 1e3:.1f} ms): {mj_s * 1e3:.2f} ms")
+    if osim_parallel_s is not None:
+        print(f"# OpenSim with {args.cpu_devices} simulations at once, one per process: "
+              f"{osim_parallel_s * 1e3:.1f} ms per trajectory; jaxmsk ratios against that are "
+              f"the OpenSim ratios × {osim_parallel_s / osim_s:.2f}")
+
+    devices = jax.devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
 
     def runner(q0, solver=solver, rtol=rtol, atol=atol, gains=gains):
-        @eqx.filter_jit
-        def run(model, excs):
+        def batch(model, excs):
             tr = jax.vmap(lambda e: msk.simulate(model, e, jnp.asarray(ts), q0=jnp.asarray(q0),
                                                  solver=solver, rtol=rtol, atol=atol,
                                                  throw=False, **gains))(excs)
             return tr.q, tr.stats["num_accepted_steps"], tr.result
+
+        one = eqx.filter_jit(batch)
+        # Several devices: each runs its own solver loop on its share of the batch (no
+        # per-step synchronisation). The model is closed over; check_vma=False: simulate's
+        # eqx.error_if input checks are not written for shard_map's replication typing.
+        spec = jax.sharding.PartitionSpec("batch")
+        split = {}
+
+        def run(model, excs):
+            if len(devices) > 1 and excs.shape[0] % len(devices) == 0:
+                if id(model) not in split:
+                    split[id(model)] = jax.jit(jax.shard_map(
+                        lambda e: batch(model, e), mesh=mesh, in_specs=spec, out_specs=spec,
+                        check_vma=False))
+                return split[id(model)](excs)
+            return one(model, excs)
         return run
 
     def accuracy(model, start_q, n=16):
@@ -236,10 +277,12 @@ def main(argv=None) -> int:
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(dict(device=device_name, solver=args.solver, rtol=rtol, atol=atol,
+    tmp_out.write_text(json.dumps(dict(device=device_name, n_devices=len(devices),
+                                       solver=args.solver, rtol=rtol, atol=atol,
                                        controller=args.controller,
                                        dtype=args.dtype, opensim_s=osim_s,
                                        opensim_max_angle_error=osim_err,
+                                       opensim_parallel_per_trajectory_s=osim_parallel_s,
                                        mujoco_s=mj_s, rows=rows, table=table), indent=2))
     os.replace(tmp_out, args.out)
     return 0
