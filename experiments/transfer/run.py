@@ -73,6 +73,10 @@ def parse_args(argv=None):
                         "and muscle forces) or 'angle' (no force labels, as for a real new "
                         "subject; forces then learn from the physics loss only). The test set "
                         "keeps its forces for scoring.")
+    p.add_argument("--label-noise", type=float, default=0.0,
+                   help="add Gaussian white noise to the share's labels (angles and forces; "
+                        "the test set stays clean), sd = this fraction of each label "
+                        "channel's sd over the share (e.g. 0.3)")
     p.add_argument("--stack-folds", action="store_true",
                    help="train the folds' generic networks together under vmap "
                         "(jaxmsk.train_generic_folds; one compiled step for all folds, F times "
@@ -129,6 +133,23 @@ def trial_order(target_data, key) -> list[str]:
         ranked.append((seen.get(proto, 0), pos, names[j]))
         seen[proto] = seen.get(proto, 0) + 1
     return [n for _, _, n in sorted(ranked)]
+
+
+def noisy_labels(share, fraction: float, seed: int):
+    """The share with Gaussian white noise on its joint angles and muscle forces, sd =
+    `fraction` × each channel's sd over the share (the labels a real subject's inverse
+    kinematics and force estimates would give are noisy; the test set keeps clean ones)."""
+    import dataclasses
+
+    from jaxmsk.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    q_sd = np.std(np.concatenate([t.q for t in share.trials]), axis=0)
+    f_sd = np.std(np.concatenate([t.forces for t in share.trials]), axis=0)
+    return Dataset(tuple(dataclasses.replace(
+        t, q=t.q + rng.normal(0.0, fraction * q_sd, t.q.shape),
+        forces=t.forces + rng.normal(0.0, fraction * f_sd, t.forces.shape))
+        for t in share.trials))
 
 
 def make_share(target_data, fraction: float, order: list[str], chunk: float, start: float,
@@ -541,6 +562,8 @@ def main(argv=None) -> int:
                 "config": {k: _describe(v) for k, v in config.__dict__.items()}}
     if args.share_labels != "all":  # (absent for 'all', so earlier folders stay valid)
         protocol["share_labels"] = args.share_labels
+    if args.label_noise:  # likewise absent when 0
+        protocol["label_noise"] = args.label_noise
     fingerprint = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "protocol.json"
@@ -605,6 +628,9 @@ def main(argv=None) -> int:
             share, test, info = make_share(target_data, s, order, args.chunk, args.share_start,
                                            generic.net.receptive_field,
                                            config.validation_fraction)
+            if args.label_noise:
+                share = noisy_labels(share, args.label_noise,
+                                     args.seed * 1000 + 10 * i + round(100 * s))
             lab = info["labels"]
             say(f"{target} share {100 * info['fraction']:.1f} %: {info['chunks']} chunk(s) "
                 f"from {', '.join(info['share_trials'])}; {lab['train_labels']} training labels "
@@ -631,7 +657,7 @@ def main(argv=None) -> int:
         "targets": list(targets), "methods_run": list(methods),
         "shares": aggregate(folds, shares, methods),
         "chunk_s": args.chunk, "share_start_s": args.share_start,
-        "share_labels": args.share_labels,
+        "share_labels": args.share_labels, "label_noise": args.label_noise,
         "cohort": {"subjects": args.subjects, "trials_per_subject": cohort.n_trials,
                    "duration_s": 10.0, "seed": args.seed, "checks": cohort.metadata["checks"]},
         "config": protocol["config"], "fingerprint": fingerprint,
