@@ -53,57 +53,26 @@ def _excitation(ts, n_muscles, rng):
     return 0.2 + 0.05 * np.sin(2 * np.pi * freq * ts[:, None] + phase)
 
 
-def _opensim_start(path, ts, exc, q0):
-    """A fresh OpenSim arm26 with the excitations prescribed, in static muscle equilibrium
-    at q0: (model, state, coordinate set)."""
-    from helpers import import_opensim  # quiet logger (also in spawned processes)
-
-    osim = import_opensim()
-    model = osim.Model(path)
-    ctrl = osim.PrescribedController()
-    names = [model.getMuscles().get(i).getName() for i in range(model.getMuscles().getSize())]
-    for k, n in enumerate(names):
-        ctrl.addActuator(model.getMuscles().get(n))
-        fn = osim.PiecewiseLinearFunction()
-        for t, e in zip(ts, exc[:, k]):
-            fn.addPoint(float(t), float(e))
-        ctrl.prescribeControlForActuator(n, fn)
-    model.addController(ctrl)
-    state = model.initSystem()
-    cs = model.getCoordinateSet()
-    for c, v in zip(("r_shoulder_elev", "r_elbow_flex"), q0):
-        cs.get(c).setValue(state, float(v))
-    for k, n in enumerate(names):
-        model.getMuscles().get(n).setActivation(state, float(exc[0, k]))
-    model.equilibrateMuscles(state)
-    return model, state, cs
+ARM26_COORDINATES = ("r_shoulder_elev", "r_elbow_flex")
 
 
-def _opensim_seconds(path, ts, exc, q0, repeats=3, accuracy=1e-5):
-    """(median wall time of `Manager.integrate` over 1 s, q (rad) at ts[1:]).
+def _opensim_seconds(path, ts, exc, q0, repeats=3):
+    """Median wall time (s) of OpenSim's `Manager.integrate` over 1 s at accuracy 1e-5, each
+    repeat on a fresh model (`tests/helpers.opensim_prescribed_model`; model construction and
+    equilibrium not timed)."""
+    from helpers import import_opensim, opensim_prescribed_model
 
-    The angles come from one more, untimed run that integrates from output time to output
-    time and reads q at each: compared with a run at accuracy 1e-9, OpenSim's error."""
-    import opensim as osim
-
+    osim = import_opensim()  # (also quiets OpenSim's logger in spawned processes)
     times = []
     for _ in range(repeats):
-        model, state, _ = _opensim_start(path, ts, exc, q0)
+        model, state, _ = opensim_prescribed_model(path, ARM26_COORDINATES, ts, exc, q0)
         manager = osim.Manager(model)
-        manager.setIntegratorAccuracy(accuracy)
+        manager.setIntegratorAccuracy(1e-5)
         manager.initialize(state)
         t0 = time.perf_counter()
         manager.integrate(float(ts[-1]))
         times.append(time.perf_counter() - t0)
-    model, state, cs = _opensim_start(path, ts, exc, q0)
-    manager = osim.Manager(model)
-    manager.setIntegratorAccuracy(accuracy)
-    manager.initialize(state)
-    qs = []
-    for t in ts[1:]:
-        state = manager.integrate(float(t))
-        qs.append([cs.get(c).getValue(state) for c in ("r_shoulder_elev", "r_elbow_flex")])
-    return statistics.median(times), np.array(qs)
+    return statistics.median(times)
 
 
 def _mujoco_seconds(repeats=5):
@@ -163,13 +132,16 @@ def main(argv=None) -> int:
     q0 = np.array([0.3, 0.8])
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        from helpers import arm26_dgf_osim  # tests/helpers.py: the oracle builders
+        from helpers import arm26_dgf_osim, opensim_model_simulation  # the oracle builders
 
         path = arm26_dgf_osim(os.path.join(tmp, "arm26_dgf.osim"))
         models = {"arm26": msk.load_osim(path), "wrist": msk.models.wrist()}
         exc0 = _excitation(ts, 6, rng)
-        osim_s, osim_q = _opensim_seconds(path, ts, exc0, q0)
-        _, osim_ref = _opensim_seconds(path, ts, exc0, q0, repeats=1, accuracy=1e-9)
+        osim_s = _opensim_seconds(path, ts, exc0, q0)
+        # OpenSim's error at accuracy 1e-5 against its own converged (1e-9) solution, from
+        # untimed runs that integrate from output time to output time.
+        osim_q, osim_ref = (opensim_model_simulation(path, ARM26_COORDINATES, ts, exc0, q0,
+                                                     accuracy=acc) for acc in (1e-5, 1e-9))
         osim_err = float(np.max(np.abs(osim_q - osim_ref)))
         osim_parallel_s = None
         if args.cpu_devices > 1:
@@ -178,7 +150,7 @@ def main(argv=None) -> int:
 
             with mp.get_context("spawn").Pool(args.cpu_devices) as pool:
                 runs = pool.starmap(_opensim_seconds, [(path, ts, exc0, q0)] * args.cpu_devices)
-            osim_parallel_s = statistics.median(t for t, _ in runs) / args.cpu_devices
+            osim_parallel_s = statistics.median(runs) / args.cpu_devices
     mj_s, mj_steps, mj_dt = _mujoco_seconds()
     import diffrax
 

@@ -171,10 +171,10 @@ def arm26_dgf_osim(out_path) -> str:
     return str(out_path)
 
 
-def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accuracy=1e-9):
-    """OpenSim's Manager on an .osim whose muscles follow piecewise-linear excitations
+def opensim_prescribed_model(osim_file, coordinates, ts, excitation, q0):
+    """A fresh OpenSim model from an .osim whose muscles follow piecewise-linear excitations
     (columns in the model's muscle order), muscles equilibrated at q0 with activation equal
-    to the first excitation. Returns q at ts, (len(ts), len(coordinates))."""
+    to the first excitation. Returns (model, state, the `coordinates` objects)."""
     osim = import_opensim()
     model = osim.Model(str(osim_file))
     muscles = model.getMuscles()
@@ -194,6 +194,14 @@ def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accu
     for k, name in enumerate(names):
         model.getMuscles().get(name).setActivation(state, float(excitation[0, k]))
     model.equilibrateMuscles(state)
+    return model, state, coords
+
+
+def opensim_model_simulation(osim_file, coordinates, ts, excitation, q0, *, accuracy=1e-9):
+    """OpenSim's Manager on `opensim_prescribed_model`, integrated from output time to output
+    time. Returns q at ts, (len(ts), len(coordinates))."""
+    osim = import_opensim()
+    model, state, coords = opensim_prescribed_model(osim_file, coordinates, ts, excitation, q0)
     manager = osim.Manager(model)
     manager.setIntegratorAccuracy(accuracy)
     manager.initialize(state)
