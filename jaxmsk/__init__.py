@@ -19,6 +19,7 @@ from ._model import Model as Model
 from ._model import ModelOutputs as ModelOutputs
 from ._model import ModelState as ModelState
 from ._scale import scale_parameters as scale_parameters
+from ._stabilized import StabilizedRK3 as StabilizedRK3
 from ._simulate import Trajectory as Trajectory
 from ._simulate import simulate as simulate
 from ._folds import fit_stacked as fit_stacked

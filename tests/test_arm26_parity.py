@@ -79,3 +79,21 @@ def test_arm26_forward_simulation_matches_opensim(arm26_files, arm26_trajectory,
     for k, name in enumerate(model.coordinate_names):  # and stays where the paths were fitted
         lo, hi = TASK_RANGES[name]
         assert lo < ref[:, k].min() and ref[:, k].max() < hi
+
+
+def test_arm26_stabilized_solver_at_benchmark_tolerance_matches_opensim(arm26_files,
+                                                                        arm26_trajectory):
+    """The setting benchmarks/simulate.py times (StabilizedRK3, rtol 1e-3, atol 1e-5) against
+    OpenSim given the same polynomial geometry, and against the tight explicit solution."""
+    model, _, poly = arm26_files
+    traj = eqx.filter_jit(msk.simulate)(
+        model, jnp.asarray(EXC), jnp.asarray(TS), q0=jnp.asarray(Q0), solver="stabilized",
+        rtol=1e-3, atol=1e-5)
+    assert traj.result == diffrax.RESULTS.successful
+    ref = opensim_model_simulation(poly, model.coordinate_names, TS, EXC, Q0)
+    err_osim = np.max(np.abs(np.asarray(traj.q) - ref))
+    err_tight = np.max(np.abs(np.asarray(traj.q) - arm26_trajectory))
+    print(f"arm26 StabilizedRK3 rtol 1e-3: max |q - q_OpenSim| = {err_osim:.2e} rad, "
+          f"max |q - q_rtol1e-8| = {err_tight:.2e} rad, {int(traj.stats['num_steps'])} steps")
+    assert err_osim < SIM_ABS_Q
+    assert err_tight < 1e-4
