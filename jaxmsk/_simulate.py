@@ -63,7 +63,7 @@ def _solver(solver, rtol, atol) -> diffrax.AbstractSolver:
     if isinstance(solver, str):
         if solver == "explicit":
             return diffrax.Tsit5()
-        if solver == "stabilized":
+        if solver in ("stabilized", "stabilised"):
             return StabilizedRK3()
         raise ValueError(f"solver={solver!r}: use 'stiff' (the default), 'explicit' (Tsit5), "
                          "'stabilized' (StabilizedRK3) or a diffrax solver instance.")
