@@ -1,11 +1,11 @@
 """How much faster are leave-one-subject-out folds trained together (one vmapped step)?
 
-Generic training (`jaxmsk._transfer.train_generic`: every layer, data + physics under the
+Generic training (`jaxmsk.train`: every layer, data + physics under the
 generic model) of F leave-one-subject-out folds on a synthetic cohort of the built-in wrist
 (1 DoF, 5 compliant-tendon muscles) with the paper's CNN (`jaxmsk.nn.CNN` defaults,
 receptive field 32) and segments of `--segment-length` predictions, two ways:
-- sequential: `train_generic` once per held-out subject (one compiled step, F runs);
-- stacked: `jaxmsk._folds.train_generic_folds` (`fit_stacked`: the F folds' steps in one
+- sequential: `train` once per held-out subject (one compiled step, F runs);
+- stacked: `jaxmsk.train_generic_folds` (`fit_stacked`: the F folds' steps in one
   `eqx.filter_vmap`-ed, jit-compiled step).
 Each way runs twice with the same inputs, after `jax.clear_caches()`: the first call
 includes compilation (sequential: one step and one validation loss shared by the folds;
@@ -14,7 +14,7 @@ blocked on (`jax.block_until_ready`). Early stopping is off by default (`--patie
 both ways do `--steps` steps per fold. The stacked results are compared with the
 sequential ones (they are the same optimisation; differences are floating-point rounding).
 
-    python benchmarks/folds.py [--folds 2,4,8] [--steps 40] [--batch-size 32]
+    python -m benchmarks.folds [--folds 2,4,8] [--steps 40] [--batch-size 32]
         [--subjects N] [--duration 4] [--cohort DIR] [--dtype float32] [--out FILE]
 
 `--cohort DIR` loads the synthetic cohort from DIR if it holds one, else generates it and
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import jaxmsk as msk
-    from jaxmsk._folds import train_generic_folds
-    from jaxmsk._transfer import TransferConfig, train_generic
+    from jaxmsk._learn.folds import train_generic_folds
+    from jaxmsk._learn.transfer import TransferConfig, train
     from jaxmsk.io._atomic import atomic_write_text
 
     device = jax.devices()[0]
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     else:
         say(f"generating a synthetic cohort: {n_subjects} subjects x 4 protocols x "
             f"{args.repetitions} x {args.duration:g} s ...")
-        cohort = msk.data.synthetic_cohort(wrist, n_subjects, jax.random.key(args.seed),
+        cohort = msk.cohort.synthetic_cohort(wrist, n_subjects, jax.random.key(args.seed),
                                            repetitions=args.repetitions,
                                            duration=args.duration)
         say(f"  done in {time.perf_counter() - t0:.0f} s")
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
         return results
 
     def sequential(targets, keys):
-        return block([train_generic(dataset.leave_one_subject_out(t)[0], wrist, config, k,
-                                    physics=physics) for t, k in zip(targets, keys)])
+        return block([train(dataset.leave_one_subject_out(t)[0], wrist, config, key=k,
+                            physics=physics) for t, k in zip(targets, keys)])
 
     def stacked(targets, keys):
         return block(train_generic_folds(dataset, targets, wrist, config, keys,

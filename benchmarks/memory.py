@@ -7,7 +7,7 @@ reported is the process's peak resident memory (ru_maxrss) minus its peak just b
 call (after imports, model loading and compilation), and the same for 1 s at 1 kHz to show
 how memory grows with duration.
 
-    python benchmarks/memory.py [--solver explicit|stiff]
+    python -m benchmarks.memory [--solver explicit|stiff]
 
 Prints a table naming the device and writes benchmarks/results/memory.json.
 """
@@ -51,7 +51,8 @@ g = grad(model, exc)
 jax.block_until_ready(g)
 elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(eqx.filter(g, eqx.is_array)))
+finite = all(bool(jnp.all(jnp.isfinite(x)))
+             for x in jax.tree_util.tree_leaves(eqx.filter(g, eqx.is_array)))
 print(json.dumps(dict(model=name, seconds=seconds, samples=n, peak_rss_bytes=peak,
                       rss_before_bytes=before, grad_s=elapsed,
                       finite=finite)))
@@ -59,7 +60,8 @@ print(json.dumps(dict(model=name, seconds=seconds, samples=n, peak_rss_bytes=pea
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--solver", choices=("explicit", "stiff"), default="explicit")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
     args = ap.parse_args(argv)

@@ -8,9 +8,9 @@ equilibrates the same kind of muscles (`Model::equilibrateMuscles` on a model wi
 slider-mounted DeGrooteFregly2016Muscle per case) and its per-muscle time gives the ratio.
 The first OpenSim cases are also solved by jaxmsk to show both compute the same equilibria.
 
-    python benchmarks/muscle.py                 # full table, float64
-    python benchmarks/muscle.py --max-n 10000   # quicker
-    python benchmarks/muscle.py --float32       # single precision (GPU-friendly)
+    python -m benchmarks.muscle                 # full table, float64
+    python -m benchmarks.muscle --max-n 10000   # quicker
+    python -m benchmarks.muscle --float32       # single precision (GPU-friendly)
 
 Writes benchmarks/results/muscle.json and prints a markdown table naming the device.
 """
@@ -111,13 +111,16 @@ def _opensim_equilibria(cases: dict, n: int, batch: int = 100):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-n", type=int, default=1_000_000)
     ap.add_argument("--opensim-n", type=int, default=1000, help="muscles OpenSim equilibrates")
     ap.add_argument("--opensim-batch", type=int, default=50, help="muscles per OpenSim model")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--float32", action="store_true", help="single precision (default float64)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "muscle.json")
+    ap.add_argument("--float32", action="store_true",
+                    help="single precision (default float64)")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).parent / "results" / "muscle.json")
     args = ap.parse_args(argv)
 
     import jax
@@ -132,7 +135,8 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', str(device))}"
     print(f"# jaxmsk muscle benchmark — device {device_name}, {dtype.__name__}, "
-          f"{os.cpu_count()} CPU cores, jax {jax.__version__}, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPU cores, jax {jax.__version__}, "
+          f"{platform.processor() or platform.machine()}")
 
     @eqx.filter_jit
     def equilibrium(m, lmt, act):
@@ -143,17 +147,21 @@ def main(argv=None) -> int:
         return m.norm_tendon_force_derivative(lmt, vmt, act, ft)
 
     def module(c):
-        p = msk.MuscleParameters(*(jnp.asarray(c[k], dtype) for k in ("fmax", "lopt", "lts", "alpha")))
+        p = msk.MuscleParameters(*(jnp.asarray(c[k], dtype)
+                                   for k in ("fmax", "lopt", "lts", "alpha")))
         return msk.DeGrooteFregly2016Muscle(p)
 
     # OpenSim on the same kind of cases; jaxmsk solves the very same ones for agreement.
     ref_cases = _random_cases(args.opensim_n, seed=1)
-    osim_per_muscle, osim_forces = _opensim_equilibria(ref_cases, args.opensim_n, args.opensim_batch)
+    osim_per_muscle, osim_forces = _opensim_equilibria(ref_cases, args.opensim_n,
+                                                       args.opensim_batch)
     check = eqx.filter_jit(lambda m, lmt, act: m.equilibrium(lmt, act).tendon_force)  # own cache
     ours = np.asarray(check(module(ref_cases), jnp.asarray(ref_cases["lmt"], dtype),
                                   jnp.asarray(ref_cases["act"], dtype)))
-    agree = float(np.max(np.abs(ours - osim_forces) / np.maximum(osim_forces, 1e-3 * ref_cases["fmax"])))
-    print(f"OpenSim {osim_per_muscle * 1e6:.1f} µs per muscle equilibrium over {args.opensim_n} muscles; "
+    agree = float(np.max(np.abs(ours - osim_forces)
+                         / np.maximum(osim_forces, 1e-3 * ref_cases["fmax"])))
+    print(f"OpenSim {osim_per_muscle * 1e6:.1f} µs per muscle equilibrium over "
+          f"{args.opensim_n} muscles; "
           f"jaxmsk agrees to max relative error {agree:.2e} on those muscles")
 
     rows = []
@@ -177,8 +185,8 @@ def main(argv=None) -> int:
             speedup_vs_opensim=n * osim_per_muscle / eq_time,
         )
         rows.append(row)
-        print(f"  N={n:>8d}: equilibrium {eq_time * 1e3:9.3f} ms, derivative {d_time * 1e3:9.3f} ms",
-              file=sys.stderr)
+        print(f"  N={n:>8d}: equilibrium {eq_time * 1e3:9.3f} ms, "
+              f"derivative {d_time * 1e3:9.3f} ms", file=sys.stderr)
         n *= 10
 
     lines = [

@@ -9,22 +9,19 @@ block on a slider, and arm26 with De Groote–Fregly muscles (1 s from a non-zer
 time-varying excitations, as in tests/test_arm26_parity.py) both with the same polynomial
 geometry in OpenSim (`write_osim_polynomial_paths`) and with OpenSim's own wrapped paths.
 
-    python benchmarks/parity.py [--cases 1000] [--skip-simulations]
+    python -m benchmarks.parity [--cases 1000] [--skip-simulations]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--skip-simulations", action="store_true")
     args = ap.parse_args(argv)
@@ -36,49 +33,68 @@ def main(argv=None) -> int:
     import mujoco
 
     import jaxmsk as msk
-    from helpers import import_opensim, opensim_equilibrium, opensim_slider_muscle, random_physiological_cases
+    from tests.helpers import (
+        import_opensim,
+        opensim_equilibrium,
+        opensim_slider_muscle,
+        random_physiological_cases,
+    )
 
     osim = import_opensim()
     rows = []
     c, o = msk.DeGrooteCurves.opensim(), osim.DeGrooteFregly2016Muscle()
     grids = {
-        "active force–length": (c.active_force_length, o.calcActiveForceLengthMultiplier, (0.0, 2.0)),
-        "passive force–length": (c.passive_force_length, o.calcPassiveForceMultiplier, (0.0, 2.0)),
+        "active force–length": (c.active_force_length, o.calcActiveForceLengthMultiplier,
+                                (0.0, 2.0)),
+        "passive force–length": (c.passive_force_length, o.calcPassiveForceMultiplier,
+                                 (0.0, 2.0)),
         "force–velocity": (c.force_velocity, o.calcForceVelocityMultiplier, (-1.0, 1.0)),
-        "force–velocity inverse": (c.force_velocity_inverse, o.calcForceVelocityInverseCurve, (0.0, 1.7943)),
-        "tendon force–length": (c.tendon_force_length, o.calcTendonForceMultiplier, (0.95, 1.08)),
-        "tendon force–length inverse": (c.tendon_force_length_inverse, o.calcTendonForceLengthInverseCurve, (0.0, 5.0)),
+        "force–velocity inverse": (c.force_velocity_inverse, o.calcForceVelocityInverseCurve,
+                                   (0.0, 1.7943)),
+        "tendon force–length": (c.tendon_force_length, o.calcTendonForceMultiplier,
+                                (0.95, 1.08)),
+        "tendon force–length inverse": (c.tendon_force_length_inverse,
+                                        o.calcTendonForceLengthInverseCurve, (0.0, 5.0)),
     }
     for name, (ours, theirs, (lo, hi)) in grids.items():
         x = np.linspace(lo, hi, 10_001)
-        err = np.max(np.abs(np.asarray(ours(jnp.asarray(x))) - np.array([theirs(float(v)) for v in x])))
+        err = np.max(np.abs(np.asarray(ours(jnp.asarray(x)))
+                            - np.array([theirs(float(v)) for v in x])))
         rows.append((f"curve: {name} (10,001 points)", "max abs error", err))
 
     cases = random_physiological_cases(np.random.default_rng(0), args.cases)
     for tendon in ("compliant", "rigid"):
         m = msk.DeGrooteFregly2016Muscle(
-            msk.MuscleParameters(cases["fmax"], cases["lopt"], cases["lts"], cases["alpha"]), tendon=tendon)
+            msk.MuscleParameters(cases["fmax"], cases["lopt"], cases["lts"], cases["alpha"]),
+            tendon=tendon)
         e = m.equilibrium(cases["lmt"], cases["act"])
         ref = np.array([opensim_equilibrium(cases["fmax"][i], cases["lopt"][i], cases["lts"][i],
                                             cases["alpha"][i], cases["lmt"][i], cases["act"][i],
-                                            rigid=tendon == "rigid") for i in range(args.cases)])
+                                            rigid=tendon == "rigid")
+                        for i in range(args.cases)])
         floor = 1e-3 * cases["fmax"]
         rows.append((f"equilibrium, {tendon} tendon ({args.cases} muscles): tendon force",
-                     "max rel error", np.max(np.abs(np.asarray(e.tendon_force) - ref[:, 2]) / np.maximum(np.abs(ref[:, 2]), floor))))
+                     "max rel error",
+                     np.max(np.abs(np.asarray(e.tendon_force) - ref[:, 2])
+                            / np.maximum(np.abs(ref[:, 2]), floor))))
         rows.append((f"equilibrium, {tendon} tendon ({args.cases} muscles): fibre length",
-                     "max rel error", np.max(np.abs(np.asarray(e.fiber_length) - ref[:, 0]) / ref[:, 0])))
+                     "max rel error",
+                     np.max(np.abs(np.asarray(e.fiber_length) - ref[:, 0]) / ref[:, 0])))
 
     # Compliant-tendon derivative at the OpenSim equilibrium states, perturbed.
     rng = np.random.default_rng(1)
     n = min(200, args.cases)
     errs = []
-    m = msk.DeGrooteFregly2016Muscle(msk.MuscleParameters(cases["fmax"][:n], cases["lopt"][:n], cases["lts"][:n], cases["alpha"][:n]))
+    m = msk.DeGrooteFregly2016Muscle(msk.MuscleParameters(cases["fmax"][:n], cases["lopt"][:n],
+                                                          cases["lts"][:n], cases["alpha"][:n]))
     act = np.maximum(cases["act"][:n], 0.1)
-    ft = np.asarray(m.equilibrium(cases["lmt"][:n], act).norm_tendon_force) * rng.uniform(0.9, 1.1, n)
+    ft = (np.asarray(m.equilibrium(cases["lmt"][:n], act).norm_tendon_force)
+          * rng.uniform(0.9, 1.1, n))
     vmt = rng.uniform(-0.05, 0.05, n)
     ours = np.asarray(m.norm_tendon_force_derivative(cases["lmt"][:n], vmt, act, ft))
     for i in range(n):
-        model, s, mus, coord = opensim_slider_muscle(cases["fmax"][i], cases["lopt"][i], cases["lts"][i], cases["alpha"][i])
+        model, s, mus, coord = opensim_slider_muscle(cases["fmax"][i], cases["lopt"][i],
+                                                     cases["lts"][i], cases["alpha"][i])
         coord.setValue(s, cases["lmt"][i])
         coord.setSpeedValue(s, vmt[i])
         mus.setActivation(s, act[i])
@@ -89,10 +105,12 @@ def main(argv=None) -> int:
         # (beyond ±10 v_max jaxmsk saturates where OpenSim does not).
         if abs(mus.getNormalizedFiberVelocity(s)) <= 1.0:
             errs.append(abs(ours[i] - ref) / max(abs(ref), 1e-6))
-    rows.append((f"compliant-tendon d f̃T/dt ({len(errs)} states with |ṽM| ≤ 1)", "max rel error", max(errs)))
+    rows.append((f"compliant-tendon d f̃T/dt ({len(errs)} states with |ṽM| ≤ 1)", "max rel error",
+                 max(errs)))
 
     # MuJoCo muscle.
-    mj = msk.MuJoCoMuscle.from_prm(np.array([0.75, 1.05, -1, 200, 0.5, 1.6, 1.5, 1.3, 1.2]), np.array([0.1, 0.3]), 10.0)
+    mj = msk.MuJoCoMuscle.from_prm(np.array([0.75, 1.05, -1, 200, 0.5, 1.6, 1.5, 1.3, 1.2]),
+                                   np.array([0.1, 0.3]), 10.0)
     lengths = rng.uniform(0.05, 0.35, 2000)
     vels = rng.uniform(-0.5, 0.5, 2000)
     prm = np.array([0.75, 1.05, -1, 200, 0.5, 1.6, 1.5, 1.3, 1.2])
@@ -105,7 +123,8 @@ def main(argv=None) -> int:
                  np.max(np.abs(np.asarray(jax.vmap(mj.bias)(lengths)).ravel() - bias))))
     dyn = msk.MuJoCoActivation(0.01, 0.04, 0.0)
     ctrl, act = rng.uniform(-0.1, 1.1, 2000), rng.uniform(0, 1, 2000)
-    ref = np.array([mujoco.mju_muscleDynamics(u, a, np.array([0.01, 0.04, 0.0])) for u, a in zip(ctrl, act)])
+    ref = np.array([mujoco.mju_muscleDynamics(u, a, np.array([0.01, 0.04, 0.0]))
+                    for u, a in zip(ctrl, act)])
     rows.append(("MuJoCo mju_muscleDynamics (2,000 points)", "max abs error",
                  np.max(np.abs(np.asarray(dyn.derivative(ctrl, act)) - ref))))
 
@@ -123,11 +142,11 @@ def _simulation_rows():
     import tempfile
 
     import jax.numpy as jnp
-
-    import jaxmsk as msk
-    from helpers import arm26_dgf_osim, opensim_block_simulation, opensim_model_simulation
     from test_arm26_parity import EXC, Q0, TASK_RANGES, TS
     from test_simulate import EXCITATIONS, block_model
+
+    import jaxmsk as msk
+    from tests.helpers import arm26_dgf_osim, opensim_block_simulation, opensim_model_simulation
 
     rows = []
     ts = np.linspace(0.0, 1.0, 101)

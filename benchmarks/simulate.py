@@ -14,7 +14,7 @@ problem: OpenSim at accuracy 1e-5 against OpenSim at 1e-9, and jaxmsk at the ben
 tolerances against jaxmsk at rtol 1e-10 (the first 16 trajectories of each model). The
 speed ratios are meaningful only where jaxmsk's error is no larger than OpenSim's.
 
-    python benchmarks/simulate.py [--max-batch 4096]
+    python -m benchmarks.simulate [--max-batch 4096]
                                   [--solver stabilized|tsit5|bosh3|kvaerno5]
                                   [--rtol 1e-3] [--controller i|pi] [--cpu-devices 2]
                                   [--dtype float32]
@@ -37,14 +37,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _excitation(ts, n_muscles, rng):
@@ -63,7 +60,7 @@ def _opensim_seconds(path, ts, exc, q0, repeats=3):
     """Median wall time (s) of OpenSim's `Manager.integrate` over 1 s at accuracy 1e-5, each
     repeat on a fresh model (`tests/helpers.opensim_prescribed_model`; model construction and
     equilibrium not timed)."""
-    from helpers import import_opensim, opensim_prescribed_model
+    from tests.helpers import import_opensim, opensim_prescribed_model
 
     osim = import_opensim()  # (also quiets OpenSim's logger in spawned processes)
     times = []
@@ -99,7 +96,8 @@ def _mujoco_seconds(repeats=5):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-batch", type=int, default=4096)
     ap.add_argument("--factor", type=int, default=4, help="batch size growth factor")
     ap.add_argument("--solver", choices=("tsit5", "bosh3", "kvaerno5", "stabilized"),
@@ -114,7 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--models", default="arm26,wrist")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "simulate.json")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).parent / "results" / "simulate.json")
     args = ap.parse_args(argv)
     if args.cpu_devices > 1:  # before JAX starts its CPU backend; no effect on accelerators
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
@@ -131,12 +130,13 @@ def main(argv=None) -> int:
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
     if len(jax.devices()) > 1:
-        device_name += f" × {len(jax.devices())} (batches of ≥ {len(jax.devices())} split over them)"
+        device_name += (f" × {len(jax.devices())} "
+                        f"(batches of ≥ {len(jax.devices())} split over them)")
     ts = np.linspace(0.0, 1.0, 101)
     q0 = np.array([0.3, 0.8])
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        from helpers import arm26_dgf_osim, opensim_model_simulation  # the oracle builders
+        from tests.helpers import arm26_dgf_osim, opensim_model_simulation  # the oracle builders
 
         path = arm26_dgf_osim(os.path.join(tmp, "arm26_dgf.osim"))
         models = {"arm26": msk.load_osim(path), "wrist": msk.models.wrist()}
@@ -162,8 +162,9 @@ def main(argv=None) -> int:
               "stabilized": "stabilized"}[args.solver]
     rtol, atol = args.rtol, args.rtol * 1e-2
     gains = dict(pcoeff=0.4, icoeff=0.3) if args.controller == "pi" else {}
-    print(f"# jaxmsk simulate benchmark — device {device_name}, {args.dtype}, solver {args.solver}, "
-          f"rtol {rtol:g}, {args.controller.upper()} controller; OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms (max angle error "
+    print(f"# jaxmsk simulate benchmark — device {device_name}, {args.dtype}, "
+          f"solver {args.solver}, rtol {rtol:g}, {args.controller.upper()} controller; "
+          f"OpenSim arm26 1 s: {osim_s * 1e3:.1f} ms (max angle error "
           f"{osim_err:.2e} rad at accuracy 1e-5); MuJoCo myoelbow 1 s "
           f"({mj_steps} steps of {mj_dt * 1e3:.1f} ms): {mj_s * 1e3:.2f} ms")
     if osim_parallel_s is not None:
@@ -236,10 +237,12 @@ def main(argv=None) -> int:
                              speedup_vs_opensim=osim_s / per, ratio_vs_mujoco=mj_s / per,
                              max_angle_error=err))
             print(f"  {name} batch {batch:5d}: {steady * 1e3:9.1f} ms ({per * 1e3:.3f} ms per "
-                  f"trajectory, {np.mean(np.asarray(steps)):.0f} steps, {failed} failed)", flush=True)
+                  f"trajectory, {np.mean(np.asarray(steps)):.0f} steps, {failed} failed)",
+                  flush=True)
             batch *= args.factor
-    lines = ["| model | batch | trajectories/s | per trajectory (ms) | muscle-steps/s | compile (s) "
-             "| OpenSim arm26 ÷ per trajectory | MuJoCo myoelbow ÷ per trajectory |",
+    lines = ["| model | batch | trajectories/s | per trajectory (ms) | muscle-steps/s "
+             "| compile (s) | OpenSim arm26 ÷ per trajectory "
+             "| MuJoCo myoelbow ÷ per trajectory |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     notes = [f"Max angle error against each simulator's own converged solution: OpenSim arm26 "
              f"(accuracy 1e-5) {osim_err:.2e} rad"] + [

@@ -1,6 +1,6 @@
 """How fast is a training step, and what does the physics cost?
 
-One optimiser step of `fit` (`jaxmsk._train._train_step`: forward, loss, gradient, Adam
+One optimiser step of `fit` (`jaxmsk._learn.train.train_step`: forward, loss, gradient, Adam
 update; jit-compiled) on the built-in wrist (1 DoF, 5 compliant-tendon muscles) with the
 paper's CNN (`jaxmsk.nn.CNN`, defaults: receptive field 32) and segments of 64 predictions
 (`TransferConfig`'s defaults), every layer trainable (generic training), for
@@ -14,7 +14,7 @@ the steady state, the median of `--repeats` steps, each blocked on (`jax.block_u
 The inputs are random arrays of the right shapes and magnitudes: a step's cost does not
 depend on the values.
 
-    python benchmarks/train.py [--batches 8,32,128,512] [--repeats 10] [--dtype float32]
+    python -m benchmarks.train [--batches 8,32,128,512] [--repeats 10] [--dtype float32]
 
 Prints a markdown table naming the device and writes benchmarks/results/train.json.
 """
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import jaxmsk as msk
-    from jaxmsk._train import Segments, _filter, _optimizer, _train_step
+    from jaxmsk._learn.train import make_optimizer, train_step, trainable_filter
+    from jaxmsk.data import Segments
 
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
@@ -69,9 +70,9 @@ def main(argv=None) -> int:
     emg, q, f = batch(512)
     predictor = msk.Predictor.create(net, Segments(emg, q, f, np.zeros(512, int), ("S",), 100.0))
     adjustment = msk.SubjectAdjustment.identity(n_mus)
-    spec = _filter(predictor, adjustment, "all", False)
+    spec = trainable_filter(predictor, adjustment, "all", False)
     params0, static = eqx.partition((predictor, adjustment), spec)
-    optim = _optimizer(3e-3, 1000)
+    optim = make_optimizer(3e-3, 1000)
     modes = {"data": msk.LossWeights(0.0, 0.0, 0.0), "data+physics": msk.LossWeights()}
     print(f"# jaxmsk train-step benchmark — device {device_name}, {args.dtype}; wrist, CNN "
           f"(receptive field {net.receptive_field}), segments of {length} predictions, all "
@@ -83,8 +84,8 @@ def main(argv=None) -> int:
         for mode, weights in modes.items():
             params, state = params0, optim.init(params0)
 
-            def step(p, s):
-                return _train_step(p, static, s, e, qq, ff, model, optim, weights, dt)
+            def step(p, s):  # called in this iteration only
+                return train_step(p, static, s, e, qq, ff, model, optim, weights, dt)  # noqa: B023
 
             t0 = time.perf_counter()
             params, state, loss, _ = jax.block_until_ready(step(params, state))

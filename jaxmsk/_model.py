@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .muscle import DeGrooteActivation, DeGrooteFregly2016Muscle
-from .muscle._validation import as_float_array, check_finite
-from .skeleton._path import PolynomialPath
+from ._checks import as_float_array, check_finite
+from .muscle import AbstractActivation, AbstractMuscle
+from .skeleton import AbstractPassive, AbstractSkeleton, PolynomialPath
 
 
 class ModelState(eqx.Module):
@@ -48,27 +46,41 @@ class Model(eqx.Module):
     """Muscles + activation dynamics + skeleton + path geometry + joint passive elements.
 
     Args:
-        muscles: one stacked `DeGrooteFregly2016Muscle` (compliant or rigid tendons).
-        activation: `DeGrooteActivation` (per-muscle time constants broadcast).
-        skeleton: any skeleton with `n_dofs`, `mass_matrix(q)`, `bias_forces(q, q̇)` and
-            `acceleration(q, q̇, τ)` (`Hinge`, `SerialChain`, `Slider`).
+        muscles: one `AbstractMuscle` holding every muscle stacked: a
+            `DeGrooteFregly2016Muscle` (compliant or rigid tendons) or a `MuJoCoMuscle`.
+        activation: an `AbstractActivation` (`DeGrooteActivation`, `MuJoCoActivation`;
+            per-muscle time constants broadcast).
+        skeleton: an `AbstractSkeleton` (`Hinge`, `SerialChain`, `Slider`).
         path: `PolynomialPath` giving l_MT(q) and r(q) = −∂l_MT/∂q.
-        passive: a tuple of elements with `moment(q, q̇) -> (n_dofs,)` generalised forces
-            (joint damping, elasticity, limits).
+        passive: a tuple of `AbstractPassive` elements, each a generalised force
+            `moment(q, q̇) -> (n_dofs,)` (joint damping, elasticity, limits).
+
+    Muscle parameter identification, subject scaling and the physics-informed losses read
+    `muscles.params` and work with `DeGrooteFregly2016Muscle`; simulation works with any.
         muscle_names, coordinate_names: labels (static), in file order for loaded models.
 
     The equation of motion is M(q)q̈ + bias(q, q̇) = R(q)ᵀF_T + Σ passive(q, q̇).
     """
 
-    muscles: DeGrooteFregly2016Muscle
-    activation: DeGrooteActivation
-    skeleton: Any
+    muscles: AbstractMuscle
+    activation: AbstractActivation
+    skeleton: AbstractSkeleton
     path: PolynomialPath
-    passive: tuple = ()
+    passive: tuple[AbstractPassive, ...] = ()
     muscle_names: tuple[str, ...] = eqx.field(static=True, default=())
     coordinate_names: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
+        for name, kind in (("muscles", AbstractMuscle), ("activation", AbstractActivation),
+                           ("skeleton", AbstractSkeleton), ("path", PolynomialPath)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"Model.{name} must be a jaxmsk {kind.__name__}, got "
+                                 f"{type(getattr(self, name)).__name__}.")
+        if not isinstance(self.passive, tuple) or not all(
+                isinstance(p, AbstractPassive) for p in self.passive):
+            raise ValueError("Model.passive must be a tuple of jaxmsk passive elements "
+                             "(JointPassive, CoordinateLimitForce, SpringGeneralizedForce), got "
+                             f"{self.passive!r:.200}.")
         if self.path.n_muscles != self.muscles.n_muscles:
             raise ValueError(
                 f"Model: the path describes {self.path.n_muscles} muscles but `muscles` has "
@@ -110,9 +122,10 @@ class Model(eqx.Module):
         """
         q0 = check_finite("q0", as_float_array(q0))
         if q0.shape != (self.n_dofs,):
-            raise ValueError(f"q0 has shape {q0.shape}; this model has {self.n_dofs} coordinate(s): "
-                             f"pass shape ({self.n_dofs},).")
-        qdot0 = jnp.zeros_like(q0) if qdot0 is None else check_finite("qdot0", as_float_array(qdot0))
+            raise ValueError(f"q0 has shape {q0.shape}; this model has {self.n_dofs} "
+                             f"coordinate(s): pass shape ({self.n_dofs},).")
+        qdot0 = (jnp.zeros_like(q0) if qdot0 is None
+                 else check_finite("qdot0", as_float_array(qdot0)))
         if qdot0.shape != (self.n_dofs,):
             raise ValueError(f"qdot0 has shape {qdot0.shape}; expected ({self.n_dofs},).")
         a0 = jnp.broadcast_to(as_float_array(0.0 if activation0 is None else activation0),
@@ -120,7 +133,7 @@ class Model(eqx.Module):
         ft0 = None
         if self.compliant:
             lmt, r = self.path.length_and_moment_arms(q0)
-            ft0 = self.muscles.equilibrium(lmt, a0, -r @ qdot0).norm_tendon_force
+            ft0 = self.muscles.initial_norm_tendon_force(lmt, a0, -r @ qdot0)
         return ModelState(activation=a0, norm_tendon_force=ft0, q=q0, qdot=qdot0)
 
     # -- dynamics -----------------------------------------------------------------------
@@ -128,19 +141,14 @@ class Model(eqx.Module):
         """Everything derived from the state (single instant)."""
         lmt, r = self.path.length_and_moment_arms(y.q)
         vmt = -r @ y.qdot
-        if self.compliant:
-            s, ft_dot = self.muscles._compliant_state_and_derivative(
-                lmt, vmt, y.activation, y.norm_tendon_force)
-        else:
-            s = self.muscles._rigid_state(lmt, vmt, y.activation)
-            ft_dot = None
+        s = self.muscles.mtu_forces(lmt, vmt, y.activation, y.norm_tendon_force)
         muscle_moments = r.T @ s.tendon_force
         passive = sum((p.moment(y.q, y.qdot) for p in self.passive), jnp.zeros_like(y.q))
         qddot = self.skeleton.acceleration(y.q, y.qdot, muscle_moments + passive)
         return ModelOutputs(mtu_length=lmt, moment_arms=r, tendon_force=s.tendon_force,
                             fiber_length=s.fiber_length, norm_tendon_force=s.norm_tendon_force,
                             muscle_moments=muscle_moments, passive_moments=passive, qddot=qddot,
-                            norm_tendon_force_dot=ft_dot)
+                            norm_tendon_force_dot=s.norm_tendon_force_dot)
 
     def derivative(self, y: ModelState, excitation: Float[ArrayLike, " muscles"]) -> ModelState:
         """dy/dt for the given excitation (n_muscles,) at this instant."""

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._checks import as_float_array, check_finite
 from ._model import Model, ModelState
-from ._stabilized import StabilizedRK3
-from .muscle._validation import as_float_array, check_finite
+from ._solvers import StabilizedRK3
 
 
 class Trajectory(eqx.Module):
@@ -73,7 +73,7 @@ def _solver(solver, rtol, atol) -> diffrax.AbstractSolver:
     return solver
 
 
-def _solve(model: Model, y0: ModelState, ts: Array, excitation: Array, *, solver=None,
+def integrate(model: Model, y0: ModelState, ts: Array, excitation: Array, *, solver=None,
            rtol: float = 1e-6, atol: float = 1e-8, dt0: float | None = None,
            max_steps: int = 100_000, adjoint=None, throw: bool = True, pcoeff: float = 0.0,
            icoeff: float = 1.0) -> diffrax.Solution:
@@ -166,7 +166,7 @@ def simulate(
     ts, excitation = ts.astype(dtype), excitation.astype(dtype)
     a0 = excitation[0] if activation0 is None else activation0
     y0 = model.initial_state(jnp.asarray(q0, dtype), qdot0, a0)
-    sol = _solve(model, y0, ts, excitation, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
+    sol = integrate(model, y0, ts, excitation, solver=solver, rtol=rtol, atol=atol, dt0=dt0,
                  max_steps=max_steps, adjoint=adjoint, throw=throw, pcoeff=pcoeff, icoeff=icoeff)
     ys: ModelState = sol.ys
     out = jax.vmap(model.outputs)(ys)

@@ -11,9 +11,11 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def small_cohort():
     """Wrist, 3 subjects × 4 protocols × 3 s (see helpers.SMALL_COHORT)."""
-    import jaxmsk as msk
     from helpers import SMALL_COHORT
 
+    import jaxmsk as msk
+
     c = SMALL_COHORT
-    return msk.data.synthetic_cohort(msk.models.wrist(), c["n_subjects"], jax.random.key(c["seed"]),
-                                     repetitions=c["repetitions"], duration=c["duration"])
+    return msk.cohort.synthetic_cohort(msk.models.wrist(), c["n_subjects"],
+                                       jax.random.key(c["seed"]), repetitions=c["repetitions"],
+                                       duration=c["duration"])

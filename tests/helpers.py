@@ -244,7 +244,7 @@ def assert_foreign_folder_kept(tmp_path, write, match: str) -> None:
 
 def fake_cohort(seed: int, *, trial_names, n_time: int, fs: float, n_emg: int, fs_emg: float,
                 n_mvc: int, n_subjects: int = 2, force_scale: float = 1.0, metadata=None):
-    """A `jaxmsk.data.Cohort` of random data with consistent shapes, without simulating
+    """A `jaxmsk.cohort.Cohort` of random data with consistent shapes, without simulating
     (for file I/O tests). Subject parameters take `sample_subject`'s shapes from
     `jax.eval_shape` (eager sampling takes seconds); emg is float32, the rest float64."""
     import functools
@@ -253,12 +253,12 @@ def fake_cohort(seed: int, *, trial_names, n_time: int, fs: float, n_emg: int, f
     import numpy as np
 
     import jaxmsk
-    from jaxmsk.data import Cohort
+    from jaxmsk.cohort import Cohort
 
     model = jaxmsk.models.wrist()
     m, d = model.n_muscles, model.n_dofs
     rng = np.random.default_rng(seed)
-    one = jax.eval_shape(functools.partial(jaxmsk.data.sample_subject, n_muscles=m),
+    one = jax.eval_shape(functools.partial(jaxmsk.cohort.sample_subject, n_muscles=m),
                          jax.random.key(seed))
     subjects = jax.tree.map(lambda s: rng.random((n_subjects, *s.shape)).astype(s.dtype), one)
     shape = (n_subjects, len(trial_names), n_time)

@@ -15,9 +15,9 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SIM_ABS_Q, arm26_dgf_osim, import_opensim, opensim_model_simulation
 
 import jaxmsk as msk
-from helpers import SIM_ABS_Q, arm26_dgf_osim, import_opensim, opensim_model_simulation
 
 osim = import_opensim()
 TS = np.linspace(0.0, 1.0, 101)

@@ -6,9 +6,9 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from helpers import import_opensim
 
 import jaxmsk as msk
-from helpers import import_opensim
 
 osim = import_opensim()
 
@@ -18,8 +18,8 @@ def test_builtin_models_load_without_opensim():
             "import jax.numpy as jnp, jaxmsk as msk\n"
             "w, a = msk.models.wrist(), msk.models.arm26()\n"
             "assert w.n_dofs == 1 and w.n_muscles == 5 and a.n_dofs == 2 and a.n_muscles == 6\n"
-            "tr = msk.simulate(w, jnp.full((11, 5), 0.2), jnp.linspace(0, 0.1, 11), q0=jnp.zeros(1),"
-            " solver='explicit')\n"
+            "tr = msk.simulate(w, jnp.full((11, 5), 0.2), jnp.linspace(0, 0.1, 11), "
+            "q0=jnp.zeros(1), solver='explicit')\n"
             "assert bool(jnp.all(jnp.isfinite(tr.q)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -32,7 +32,7 @@ def test_wrist_parameters_are_reference_table():
     p = w.muscles.params
     table = np.array([[59.7, 0.0628, 0.2185, 0.054], [102.6, 0.0509, 0.2420, 0.211],
                       [117.0, 0.0622, 0.2310, 0.061], [122.9, 0.0585, 0.2205, 0.155],
-                      [65.7, 0.0936, 0.2026, 0.044]])  # REFERENCE.md §4
+                      [65.7, 0.0936, 0.2026, 0.044]])  # the OpenSim wrist model's
     got = np.stack([p.max_isometric_force, p.optimal_fiber_length, p.tendon_slack_length,
                     p.pennation_angle], 1)
     np.testing.assert_allclose(got, table, rtol=1e-6)
@@ -48,7 +48,7 @@ def test_wrist_moment_arms_and_inertia_match_mobl_live():
     from jaxmsk.models import _build
 
     w = msk.models.wrist()
-    thetas, _, arms, inertias, *_ = _build._mobl_wrist_samples(n_samples=13)
+    thetas, _, arms, inertias, *_ = _build.mobl_wrist_samples(n_samples=13)
     ours = np.asarray(jax.vmap(w.path.moment_arms)(jnp.asarray(thetas)[:, None]))[:, :, 0]
     assert np.max(np.abs(ours - arms)) < 5e-4, np.max(np.abs(ours - arms), axis=0)
     # Flexors flex, extensors extend (FCR, FCU > 0 > ECRB, ECRL over the whole range).

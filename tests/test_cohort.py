@@ -10,7 +10,8 @@ import pytest
 import scipy.signal
 
 import jaxmsk as msk
-from jaxmsk.data import Dataset, synthetic_cohort
+from jaxmsk.cohort import synthetic_cohort
+from jaxmsk.data import Dataset
 
 # Every test here shares one generated cohort (about a minute of compilation): keep them on
 # one pytest-xdist worker.
@@ -132,7 +133,7 @@ def test_envelope_tracks_excitation(cohort, processed):
 def test_semg_spectrum_is_realistic():
     fs = 2000.0
     drive = jnp.full((40000, 2), 0.5)
-    raw = np.asarray(msk.data.synthetic_semg(jax.random.key(3), drive, fs, gain=[0.5, 1.0]))
+    raw = np.asarray(msk.cohort.synthetic_semg(jax.random.key(3), drive, fs, gain=[0.5, 1.0]))
     f, p = scipy.signal.welch(raw, fs, nperseg=1024, axis=0)
     cum = np.cumsum(p, axis=0) / p.sum(axis=0)
     median = f[np.argmax(cum >= 0.5, axis=0)]
@@ -140,7 +141,7 @@ def test_semg_spectrum_is_realistic():
     inband = p[(f >= 20) & (f <= 450)].sum(axis=0) / p.sum(axis=0)
     assert np.all(inband > 0.97), inband
     np.testing.assert_allclose(raw.std(axis=0), [0.25, 0.5], rtol=0.02)  # gain × drive RMS
-    hum = np.asarray(msk.data.synthetic_semg(jax.random.key(3), drive, fs, gain=[0.5, 1.0],
+    hum = np.asarray(msk.cohort.synthetic_semg(jax.random.key(3), drive, fs, gain=[0.5, 1.0],
                                              powerline=0.2))
     line = hum - raw  # same key: the same EMG, so the difference is the interference alone
     np.testing.assert_allclose(line.std(axis=0), 0.2 * np.sqrt((1 + 0.3**2) / 2), rtol=1e-3)
@@ -150,10 +151,10 @@ def test_semg_spectrum_is_realistic():
 
 
 def test_crosstalk_mixes_neighbours():
-    c = np.asarray(msk.data.neighbour_crosstalk(jnp.array([0.1, 0.2])))
+    c = np.asarray(msk.cohort.neighbour_crosstalk(jnp.array([0.1, 0.2])))
     np.testing.assert_array_equal(c, [[1, 0.1, 0], [0.1, 1, 0.2], [0, 0.2, 1]])
     drive = jnp.zeros((20000, 3)).at[:, 1].set(1.0)  # only the middle muscle active
-    raw = np.asarray(msk.data.synthetic_semg(jax.random.key(0), drive, 2000.0, crosstalk=c))
+    raw = np.asarray(msk.cohort.synthetic_semg(jax.random.key(0), drive, 2000.0, crosstalk=c))
     np.testing.assert_allclose(raw.std(axis=0), [0.1, 1.0, 0.2], rtol=0.02)
 
 
@@ -168,7 +169,7 @@ def test_synthetic_cohort_errors(wrist):
     with pytest.raises(ValueError, match=r"\(n_dofs, 2\)"):
         synthetic_cohort(wrist, 1, key, ranges=[[-1.0, 1.0, 0.0]])
     with pytest.raises(ValueError, match="low <= high"):
-        msk.data.CohortDistributions(delay_s=(0.1, 0.01))
+        msk.cohort.CohortDistributions(delay_s=(0.1, 0.01))
 
 
 # -- datasets ---------------------------------------------------------------------------------

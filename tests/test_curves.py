@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CURVE_ABS, import_opensim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxmsk as msk
-from helpers import CURVE_ABS, import_opensim
 
 osim = import_opensim()
 
@@ -70,7 +70,7 @@ def test_tendon_curve_and_inverse_match_opensim(strain):
 
 
 def test_reference_table_values():
-    """Values computed by OpenSim 4.6, stored in ../shared/REFERENCE.md §1."""
+    """Values computed by OpenSim 4.6 (`opensim` on PyPI), recorded here as numbers."""
     c = msk.DeGrooteCurves.opensim()
     table = [
         (c.active_force_length, 0.6, 0.3021030656), (c.active_force_length, 1.4, 0.3802428538),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxmsk.muscle._emg_activation import (
+from jaxmsk.muscle._ceinms import (
     CEINMSActivation,
     TwoPoleActivation,
     TwoPoleState,

@@ -13,9 +13,26 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from jaxmsk.data._emg import (bandpass, delay, emg_envelope, envelope, highpass, lowpass,
-                              mvc_peak, normalise_mvc, notch, rectify, resample)
-from jaxmsk.data._filters import butterworth_sos, default_padlen, notch_sos, sos_steady_state, sosfiltfilt
+from jaxmsk.data._emg import (
+    bandpass,
+    delay,
+    emg_envelope,
+    envelope,
+    highpass,
+    lowpass,
+    mvc_peak,
+    normalise_mvc,
+    notch,
+    rectify,
+    resample,
+)
+from jaxmsk.data._filters import (
+    butterworth_sos,
+    default_padlen,
+    notch_sos,
+    sos_steady_state,
+    sosfiltfilt,
+)
 
 FS = 2000.0
 RTOL_SCIPY = 1e-10  # max |jax − scipy| / max |signal|, float64 (measured ~1e-14)
@@ -48,7 +65,8 @@ def signal():
 
 def test_design_and_initial_conditions_match_scipy():
     sos = butterworth_sos(4, (20.0, 450.0), FS, "bandpass")
-    np.testing.assert_allclose(sos, ss.butter(4, [20, 450], "bandpass", fs=FS, output="sos"), rtol=0, atol=0)
+    np.testing.assert_allclose(sos, ss.butter(4, [20, 450], "bandpass", fs=FS, output="sos"),
+                               rtol=0, atol=0)
     for s in (sos, butterworth_sos(3, 6.0, 1000.0, "lowpass"), notch_sos(FS, 50.0, 30.0, 3)):
         np.testing.assert_allclose(sos_steady_state(s), ss.sosfilt_zi(s), rtol=0, atol=1e-12)
     b, a = ss.iirnotch(50.0, 30.0, fs=FS)
@@ -62,22 +80,31 @@ def test_design_and_initial_conditions_match_scipy():
     butterworth_sos(2, 300.0, FS, "highpass"),
 ], ids=["bandpass4", "lowpass3", "highpass2"])
 def test_sosfiltfilt_matches_scipy(signal, sos):
-    assert _rel_err(sosfiltfilt(sos, signal), ss.sosfiltfilt(sos, signal, axis=0), np.abs(signal).max()) < RTOL_SCIPY
+    assert _rel_err(sosfiltfilt(sos, signal), ss.sosfiltfilt(sos, signal, axis=0),
+                    np.abs(signal).max()) < RTOL_SCIPY
     # 1-D input, and the shortest signal allowed (padlen + 1 samples)
     n = default_padlen(sos) + 1
-    assert _rel_err(sosfiltfilt(sos, signal[:n, 0]), ss.sosfiltfilt(sos, signal[:n, 0])) < RTOL_SCIPY
+    assert _rel_err(sosfiltfilt(sos, signal[:n, 0]),
+                    ss.sosfiltfilt(sos, signal[:n, 0])) < RTOL_SCIPY
 
 
 def test_named_filters_match_scipy(signal):
     scale = np.abs(signal).max()
     butter = lambda *a: ss.butter(*a, fs=FS, output="sos")
-    assert _rel_err(bandpass(signal, FS), ss.sosfiltfilt(butter(4, [20, 450], "bandpass"), signal, axis=0), scale) < RTOL_SCIPY
-    assert _rel_err(lowpass(signal, FS, 6.0), ss.sosfiltfilt(butter(4, 6.0, "lowpass"), signal, axis=0), scale) < RTOL_SCIPY
-    assert _rel_err(highpass(signal, FS, 20.0), ss.sosfiltfilt(butter(4, 20.0, "highpass"), signal, axis=0), scale) < RTOL_SCIPY
+    assert _rel_err(bandpass(signal, FS),
+                    ss.sosfiltfilt(butter(4, [20, 450], "bandpass"), signal, axis=0),
+                    scale) < RTOL_SCIPY
+    assert _rel_err(lowpass(signal, FS, 6.0),
+                    ss.sosfiltfilt(butter(4, 6.0, "lowpass"), signal, axis=0),
+                    scale) < RTOL_SCIPY
+    assert _rel_err(highpass(signal, FS, 20.0),
+                    ss.sosfiltfilt(butter(4, 20.0, "highpass"), signal, axis=0),
+                    scale) < RTOL_SCIPY
     b, a = ss.iirnotch(50.0, 30.0, fs=FS)
     assert _rel_err(notch(signal, FS), ss.filtfilt(b, a, signal, axis=0), scale) < RTOL_SCIPY
     sos3 = np.concatenate([ss.tf2sos(*ss.iirnotch(f, 30.0, fs=FS)) for f in (50.0, 100.0, 150.0)])
-    assert _rel_err(notch(signal, FS, harmonics=3), ss.sosfiltfilt(sos3, signal, axis=0), scale) < RTOL_SCIPY
+    assert _rel_err(notch(signal, FS, harmonics=3), ss.sosfiltfilt(sos3, signal, axis=0),
+                    scale) < RTOL_SCIPY
 
 
 # 2. the chain and MVC normalisation -----------------------------------------------------
@@ -85,13 +112,15 @@ def test_named_filters_match_scipy(signal):
 def test_emg_envelope_matches_reference_chain(signal):
     ref = _ref_chain(signal, FS)
     assert _rel_err(emg_envelope(signal, FS), ref) < RTOL_SCIPY
-    assert _rel_err(envelope(bandpass(signal, FS), FS), _ref_chain(signal, FS, notch_freq=None)) < RTOL_SCIPY
+    assert _rel_err(envelope(bandpass(signal, FS), FS),
+                    _ref_chain(signal, FS, notch_freq=None)) < RTOL_SCIPY
     mvc = 2.0 * signal[::-1]  # a "stronger" trial
     peak = mvc_peak(mvc, FS)
     assert peak.shape == (3,)
     np.testing.assert_allclose(peak, _ref_chain(mvc, FS).max(axis=0), rtol=1e-10)
     assert _rel_err(emg_envelope(signal, FS, mvc=peak), ref / np.asarray(peak)) < RTOL_SCIPY
-    np.testing.assert_allclose(jnp.max(normalise_mvc(emg_envelope(mvc, FS), peak), axis=0), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(jnp.max(normalise_mvc(emg_envelope(mvc, FS), peak), axis=0), 1.0,
+                               rtol=1e-14)
 
 
 # 3. synthetic amplitude-modulated EMG ---------------------------------------------------
@@ -130,7 +159,8 @@ def test_resample_exact_on_linear_signals():
         assert y.shape == (n_out, 2)
         assert n_out == int(np.floor(999 * fs_out / fs_in + 1e-9)) + 1
         t_out = np.arange(n_out) / fs_out
-        np.testing.assert_allclose(y, np.stack([1.0 + 2.0 * t_out, -3.0 * t_out], 1), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(y, np.stack([1.0 + 2.0 * t_out, -3.0 * t_out], 1), rtol=0,
+                                   atol=1e-12)
     np.testing.assert_allclose(resample(x, fs_in, fs_in), x, atol=0)
     np.testing.assert_allclose(resample(x[:, 0], fs_in, 10.0), x[::100, 0], atol=1e-12)
 
@@ -159,7 +189,8 @@ def test_delay_exact_and_differentiable():
 
 @pytest.fixture(scope="module")
 def trials():
-    """Three trials shaped like `signal` (4000, 3), so the eager filters compiled for it are reused."""
+    """Three trials shaped like `signal` (4000, 3), so the eager filters compiled for it are
+    reused."""
     rng = np.random.default_rng(3)
     return rng.standard_normal((3, 4000, 3)) * np.linspace(0.2, 1.0, 4000)[None, :, None]
 
@@ -190,7 +221,8 @@ def test_float32_path(trials):
     assert env32.dtype == jnp.float32 and np.all(np.isfinite(env32))
     ref = _ref_chain(trials[0], FS)
     assert _rel_err(env32, ref) < 1e-3  # float32 rounding through two IIR cascades
-    assert delay(x32, FS, 0.01).dtype == jnp.float32 and resample(x32, FS, 100.0).dtype == jnp.float32
+    assert (delay(x32, FS, 0.01).dtype == jnp.float32
+            and resample(x32, FS, 100.0).dtype == jnp.float32)
 
 
 # 6. errors ------------------------------------------------------------------------------
@@ -230,12 +262,14 @@ def load_plux_emg_bursts():
     spec = importlib.util.find_spec("biosignalsnotebooks")
     if spec is None or not spec.submodule_search_locations:
         pytest.fail("the real-recording test needs the biosignalsnotebooks data files: run "
-                    "`python -m pip install --no-deps biosignalsnotebooks==0.6.14` and `python -m pip install h5py`")
+                    "`python -m pip install --no-deps biosignalsnotebooks==0.6.14` and "
+                    "`python -m pip install h5py`")
     try:
         import h5py
     except ImportError:
         pytest.fail("the real-recording test needs h5py: run `python -m pip install h5py`")
-    folder = os.path.join(spec.submodule_search_locations[0], "notebook_files", "osf_files", "signal_samples")
+    folder = os.path.join(spec.submodule_search_locations[0], "notebook_files", "osf_files",
+                          "signal_samples")
     with open(os.path.join(folder, "emg_bursts_info.json")) as f:
         assert "Biceps Brachii" in json.load(f)["Observations"]
     with h5py.File(os.path.join(folder, "emg_bursts.h5"), "r") as f:
@@ -243,12 +277,14 @@ def load_plux_emg_bursts():
         fs = float(group.attrs["sampling rate"])
         assert int(group.attrs["resolution"][0]) == 16
         adc = group["raw/channel_3"][()].astype(np.float64)
-    # PLUX EMG sensor transfer function: EMG(mV) = (ADC/2^n − 1/2)·VCC/G_EMG·1000, VCC = 3 V, G = 1000
+    # PLUX EMG sensor transfer function: EMG(mV) = (ADC/2^n − 1/2)·VCC/G_EMG·1000,
+    # VCC = 3 V, G = 1000
     return (adc / 2**16 - 0.5) * 3.0 / 1000.0 * 1000.0, fs
 
 
 def _bursts(env, fs, merge_gap=0.5, min_length=0.2):
-    """Runs above the midpoint of the 10th/90th percentiles, gaps < merge_gap s merged, (start, end) in s."""
+    """Runs above the midpoint of the 10th/90th percentiles, gaps < merge_gap s merged,
+    (start, end) in s."""
     lo, hi = np.percentile(env, [10, 90])
     on = np.concatenate([[False], env > 0.5 * (lo + hi), [False]]).astype(int)
     runs = []

@@ -1,4 +1,4 @@
-"""Folds trained together (`jaxmsk._folds`): one vmapped train step gives what sequential
+"""Folds trained together (`jaxmsk._learn.folds`): one vmapped train step gives what sequential
 `fit` calls give (same batches, per-fold early stopping, best parameters and history), and
 folds that cannot be stacked are refused with the fold and shape named. Tiny networks and a
 hand-made processed dataset (no simulation), so compilation dominates the run time."""
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import jaxmsk as msk
-from jaxmsk._folds import _canary, fit_stacked, train_generic_folds
-from jaxmsk._train import LossWeights, Predictor, SubjectAdjustment, fit, make_segments
-from jaxmsk._transfer import TransferConfig, train_generic
+from jaxmsk._learn.folds import fit_stacked, miscompilation_canary, train_generic_folds
+from jaxmsk._learn.train import LossWeights, Predictor, SubjectAdjustment, fit
+from jaxmsk._learn.transfer import TransferConfig, train
+from jaxmsk.data import make_segments
 from jaxmsk.data._dataset import Dataset, Trial
 
 # The transfer tests' worker: they share the compiled train steps of this network size.
@@ -66,10 +67,10 @@ def assert_same_fit(stacked, sequential):
 
 
 def test_canary_pattern_is_compiled_correctly_where_folds_are_stacked():
-    from jaxmsk._folds import _CPU_WORKAROUND
+    from jaxmsk._learn.folds import CPU_WORKAROUND
 
-    kw = {"compiler_options": _CPU_WORKAROUND} if jax.default_backend() == "cpu" else {}
-    assert _canary(**kw)
+    kw = {"compiler_options": CPU_WORKAROUND} if jax.default_backend() == "cpu" else {}
+    assert miscompilation_canary(**kw)
 
 
 def test_fit_stacked_matches_sequential_fit_with_one_fold_stopping_early(toy, wrist):
@@ -125,7 +126,7 @@ def test_train_generic_folds_matches_train_generic(toy, wrist):
     together = train_generic_folds(toy, targets, wrist, config, keys, physics=False)
     for target, key, mine in zip(targets, keys, together):
         source, _ = toy.leave_one_subject_out(target)
-        alone = train_generic(source, wrist, config, key, physics=False)
+        alone = train(source, wrist, config, key=key, physics=False)
         np.testing.assert_array_equal(mine.train.emg, alone.train.emg)  # same split
         np.testing.assert_array_equal(mine.val.q, alone.val.q)
         assert_same_fit(mine, alone)

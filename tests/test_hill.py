@@ -5,13 +5,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    DERIVATIVE_REL,
+    EQUILIBRIUM_REL,
+    import_opensim,
+    opensim_equilibrium,
+    opensim_slider_muscle,
+    random_physiological_cases,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxmsk as msk
-from helpers import (DERIVATIVE_REL, EQUILIBRIUM_REL, import_opensim, opensim_equilibrium,
-                     opensim_slider_muscle, random_physiological_cases)
 
 osim = import_opensim()
 N_CASES = 200
@@ -64,7 +70,8 @@ def test_equilibrium_satisfies_opensims_own_residual(cases):
     ours = _equilibrium(_muscle(c), jnp.asarray(c["lmt"]), jnp.asarray(c["act"]), 0.0)
     worst = 0.0
     for i in range(50):
-        model, _, mus, _ = opensim_slider_muscle(c["fmax"][i], c["lopt"][i], c["lts"][i], c["alpha"][i])
+        model, _, mus, _ = opensim_slider_muscle(c["fmax"][i], c["lopt"][i], c["lts"][i],
+                                                 c["alpha"][i])
         residual = mus.calcEquilibriumResidual(float(c["lmt"][i]), 0.0, float(c["act"][i]),
                                                float(ours.norm_tendon_force[i]), 0.0)
         worst = max(worst, abs(residual))
@@ -84,12 +91,13 @@ def test_equilibrium_with_mtu_velocity_and_damping_matches_opensim(cases):
                                 c["lmt"][i], c["act"][i], vmt[i], damping=damping)
             for i in range(40)
         ])
-        err = np.abs(np.asarray(ours.tendon_force) - ref[:, 2]) / np.maximum(ref[:, 2], 1e-3 * c["fmax"])
+        err = (np.abs(np.asarray(ours.tendon_force) - ref[:, 2])
+               / np.maximum(ref[:, 2], 1e-3 * c["fmax"]))
         assert err.max() < EQUILIBRIUM_REL, err.max()
 
 
 def test_reference_equilibria():
-    """REFERENCE.md §1: F_max 1000 N, l_opt 0.1 m, l_ts 0.2 m, α_opt 0.1 rad."""
+    """The reference muscle: F_max 1000 N, l_opt 0.1 m, l_ts 0.2 m, α_opt 0.1 rad."""
     m = msk.DeGrooteFregly2016Muscle(msk.MuscleParameters(jnp.full(2, 1000.0), 0.1, 0.2, 0.1, 10.0))
     e = m.equilibrium(jnp.array([0.28, 0.30]), jnp.array([0.1, 1.0]))
     np.testing.assert_allclose(e.fiber_length, [0.0786817, 0.0909800], atol=5e-8)
@@ -163,8 +171,10 @@ def test_rigid_tendon_kinematics_and_force():
         mus.setActivation(s, c["act"][i])
         model.realizeDynamics(s)
         assert float(ours.fiber_length[i]) == pytest.approx(mus.getFiberLength(s), rel=1e-12)
-        assert float(ours.fiber_velocity[i]) == pytest.approx(mus.getFiberVelocity(s), rel=1e-10, abs=1e-12)
-        assert float(ours.tendon_force[i]) == pytest.approx(mus.getTendonForce(s), rel=1e-10, abs=1e-9)
+        assert float(ours.fiber_velocity[i]) == pytest.approx(mus.getFiberVelocity(s), rel=1e-10,
+                                                              abs=1e-12)
+        assert float(ours.tendon_force[i]) == pytest.approx(mus.getTendonForce(s), rel=1e-10,
+                                                            abs=1e-9)
 
 
 # -- gradients ----------------------------------------------------------------------------
@@ -200,7 +210,8 @@ def test_derivative_check_grads():
             jnp.array([0.3, 0.6]))
     check_grads(m.norm_tendon_force_derivative, args, order=1, modes=("fwd", "rev"), eps=1e-7)
     check_grads(lambda fmax: msk.DeGrooteFregly2016Muscle(
-        msk.MuscleParameters(fmax, 0.09, 0.2, 0.1)).norm_tendon_force_derivative(0.29, 0.0, 0.5, 0.4),
+        msk.MuscleParameters(fmax, 0.09, 0.2, 0.1)).norm_tendon_force_derivative(
+            0.29, 0.0, 0.5, 0.4),
         (jnp.array([900.0]),), order=1, modes=("fwd", "rev"))
 
 
@@ -233,7 +244,8 @@ def test_no_nan_or_inf_anywhere_in_the_physiological_domain(value_and_grads, fma
                                                             alpha, act, edge, vmt, ft):
     lts = lopt * ratio
     width = lopt * np.sin(alpha)
-    lm = {"lmin": 0.2, "lmax": 1.8, "interior": 1.0, "slack": 0.5, "overstretched": 2.5}[edge] * lopt
+    lm = {"lmin": 0.2, "lmax": 1.8, "interior": 1.0, "slack": 0.5,
+          "overstretched": 2.5}[edge] * lopt
     lm = max(lm, width * 1.0001)
     lmt = lts + np.sqrt(lm**2 - width**2)
     if edge == "slack":
@@ -269,7 +281,8 @@ def test_jit_vmap_grad_parity(cases):
     np.testing.assert_allclose(vm, loop, rtol=1e-13)
     scales = jnp.array([0.8, 1.0, 1.2])
     vp = jax.vmap(lambda s: eqx.tree_at(lambda mm: mm.params.max_isometric_force, m,
-                                        m.params.max_isometric_force * s).equilibrium(lmt, act).tendon_force)(scales)
+                                        m.params.max_isometric_force * s)
+                  .equilibrium(lmt, act).tendon_force)(scales)
     np.testing.assert_allclose(vp[1], eager, rtol=1e-13)
     # grad with respect to every parameter at once, eager vs jit.
     loss = lambda m: jnp.sum(m.equilibrium(lmt, act).tendon_force ** 2)
@@ -290,7 +303,8 @@ def test_no_retracing():
     m = msk.DeGrooteFregly2016Muscle(msk.MuscleParameters(np.full(3, 500.0), 0.1, 0.2, 0.1))
     for k in range(4):
         f(m, np.full(3, 0.29 + 0.005 * k), np.full(3, 0.1 * k))
-        m = eqx.tree_at(lambda mm: mm.params.max_isometric_force, m, jnp.asarray(np.full(3, 500.0 + k)))
+        m = eqx.tree_at(lambda mm: mm.params.max_isometric_force, m,
+                        jnp.asarray(np.full(3, 500.0 + k)))
     assert len(traces) == 1
 
 

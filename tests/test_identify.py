@@ -10,14 +10,16 @@ import math
 
 import equinox as eqx
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 
 import jaxmsk
-from jaxmsk import _identify as ident
-from jaxmsk._identify import IdentificationTrial, identify, synthetic_trials
+from jaxmsk import EMGExcitation
+from jaxmsk._identify import optim as id_optim
+from jaxmsk._identify import problem as id_problem
+from jaxmsk._identify.identify import IdentificationTrial, build_problem, identify, synthetic_trials
 
 pytestmark = pytest.mark.xdist_group("identify")
 
@@ -138,10 +140,10 @@ def test_closed_loop_trials_replay_their_excitation(wrist):
 def test_start_velocity_is_exact_on_quadratics_and_robust_to_noise():
     ts = np.arange(101) / 100.0
     q = np.stack([0.2 + 0.7 * ts - 1.5 * ts**2, -0.4 * ts + 3.0 * ts**2], axis=1)
-    np.testing.assert_allclose(ident._start_velocity(ts, q), [0.7, -0.4], atol=1e-10)
+    np.testing.assert_allclose(id_problem.start_velocity(ts, q), [0.7, -0.4], atol=1e-10)
     rng = np.random.default_rng(0)
     sigma = np.radians(0.25)
-    est = np.array([ident._start_velocity(ts, q + rng.normal(0, sigma, q.shape))[0]
+    est = np.array([id_problem.start_velocity(ts, q + rng.normal(0, sigma, q.shape))[0]
                     for _ in range(400)])
     three_point = 2.5 * sigma / 0.01 * np.sqrt(26 / 25)  # sd of (-3q0 + 4q1 - q2)/(2 dt)
     assert abs(est.mean() - 0.7) < 0.03 and est.std() < 0.2 * three_point
@@ -153,19 +155,19 @@ def test_loss_gradient_matches_finite_differences(wrist, clean_trials):
     one `clean_fit` used (multiple shooting, nuisance initial states), so its forward pass is
     already compiled. (Levenberg–Marquardt's forward-mode Jacobian is checked by the exact
     noiseless recovery.)"""
-    problem, theta = ident._build(
+    problem, theta = build_problem(
         wrist, clean_trials, FIT, bounds=None, initial=None, emg_model=None,
         shooting_interval=KW["shooting_interval"], fit_initial_state=True,
         q_sigma=math.radians(1.0), moment_sigma=0.1, defect_weight=10.0, solver="explicit",
         rtol=1e-6, atol=1e-8, max_sim_steps=20_000)
-    loss, grad = ident._loss_and_grad(theta, problem)
+    loss, grad = id_optim.loss_and_grad(theta, problem)
     rng = np.random.default_rng(1)
     direction = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in theta["phys"].items()}
     moved = lambda h: {**theta, "phys": {k: theta["phys"][k] + h * direction[k]  # noqa: E731
                                          for k in theta["phys"]}}
     h = 1e-4
-    fd = (float(ident._loss_fwd(moved(h), problem))
-          - float(ident._loss_fwd(moved(-h), problem))) / (2 * h)
+    fd = (float(id_optim.loss_value(moved(h), problem))
+          - float(id_optim.loss_value(moved(-h), problem))) / (2 * h)
     analytic = sum(float(jnp.vdot(grad["phys"][k], direction[k])) for k in direction)
     assert abs(loss) > 1.0 and abs(fd) > 1.0  # away from the optimum: a real gradient
     assert analytic == pytest.approx(fd, rel=1e-4)
@@ -236,13 +238,13 @@ def test_bad_arguments_give_clear_errors(wrist, clean_trials):
 def test_emg_excitation_is_differentiable_and_passes_through_by_default():
     ts = jnp.linspace(0.0, 1.0, 101)
     emg = jnp.stack([0.5 + 0.4 * jnp.sin(2 * jnp.pi * ts), 0.2 + 0.1 * ts], axis=1)
-    u = ident.EMGExcitation()(ts, emg)
+    u = EMGExcitation()(ts, emg)
     np.testing.assert_allclose(u, emg, atol=2e-4)  # A = −1e-3: almost linear; emg > minimum
     # A delay of 0.05 s shifts the signal by 5 samples.
-    shifted = ident.EMGExcitation(delay=0.05)(ts, emg)
-    np.testing.assert_allclose(shifted[10:, 0], ident.EMGExcitation()(ts, emg)[5:-5, 0], atol=2e-4)
+    shifted = EMGExcitation(delay=0.05)(ts, emg)
+    np.testing.assert_allclose(shifted[10:, 0], EMGExcitation()(ts, emg)[5:-5, 0], atol=2e-4)
     total = jax.jit(
-        lambda d, a, c: ident.EMGExcitation(shape_factor=a, c1=c, c2=c, delay=d)(ts, emg).sum())
+        lambda d, a, c: EMGExcitation(shape_factor=a, c1=c, c2=c, delay=d)(ts, emg).sum())
     jax.test_util.check_grads(total, (0.0314, -1.2, -0.5), order=1, modes=("fwd", "rev"),
                               eps=1e-6)
 

@@ -14,8 +14,8 @@ import pytest
 from helpers import assert_foreign_folder_kept, fake_cohort, hidden_entries
 
 import jaxmsk
-from jaxmsk.data import Cohort
-from jaxmsk.data._cohort import TRUTH_FIELDS
+from jaxmsk.cohort import Cohort
+from jaxmsk.cohort._cohort import TRUTH_FIELDS
 from jaxmsk.io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from jaxmsk.io._cohort_files import load_cohort, save_cohort
 
@@ -112,7 +112,8 @@ def test_overwrite_replaces(tmp_path, cohort):
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_cohort(tmp_path, cohort):
-    assert_foreign_folder_kept(tmp_path, lambda path: save_cohort(path, cohort, overwrite=True), "not a jaxmsk cohort folder")
+    assert_foreign_folder_kept(tmp_path, lambda path: save_cohort(path, cohort, overwrite=True),
+                               "not a jaxmsk cohort folder")
 
 
 def test_failed_final_rename_restores_the_old_folder(tmp_path, cohort, monkeypatch):
@@ -140,7 +141,7 @@ def test_save_rejects_bad_cohorts_before_writing(tmp_path, cohort):
     bad_meta = dataclasses.replace(cohort, metadata={"callback": print})
     with pytest.raises(ValueError, match="cohort.metadata cannot be stored as JSON"):
         save_cohort(tmp_path / "b", bad_meta)
-    with pytest.raises(ValueError, match="needs a jaxmsk.data.Cohort"):
+    with pytest.raises(ValueError, match="needs a jaxmsk.cohort.Cohort"):
         save_cohort(tmp_path / "c", {"q": cohort.q})
     assert os.listdir(tmp_path) == []
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import numpy as np
 import pytest
+from helpers import assert_foreign_folder_kept, fake_cohort, hidden_entries, import_opensim
 
-import jaxmsk
-from jaxmsk.data import Cohort, Dataset, Trial
+from jaxmsk.cohort import Cohort
+from jaxmsk.data import Dataset, Trial
 from jaxmsk.io._recordings import export_recordings, load_recordings
 from jaxmsk.io._sto import read_sto, write_sto
-
-from helpers import assert_foreign_folder_kept, fake_cohort, hidden_entries, import_opensim
 
 N_SUBJECTS, N_TIME, N_EMG, N_MVC = 2, 11, 101, 40
 FS, FS_EMG = 100.0, 1000.0  # both series span 0–0.1 s
@@ -297,7 +295,9 @@ def test_overwrite_replaces(exported, tmp_path):
 
 
 def test_overwrite_never_deletes_other_data(tmp_path, cohort):
-    assert_foreign_folder_kept(tmp_path, lambda path: export_recordings(path, cohort, overwrite=True), "not a subject folder of the recordings layout")
+    assert_foreign_folder_kept(tmp_path,
+                               lambda path: export_recordings(path, cohort, overwrite=True),
+                               "not a subject folder of the recordings layout")
 
 
 def test_export_into_an_existing_empty_folder(tmp_path, cohort):
@@ -329,7 +329,7 @@ def test_export_refuses_what_the_layout_cannot_hold(tmp_path, cohort):
     two_mvcs = Dataset((t, dataclasses.replace(trials[1], mvc_emg=t.mvc_emg + 1.0)))
     with pytest.raises(ValueError, match=r"one mvc_emg\.sto per subject"):
         export_recordings(tmp_path / "rec", two_mvcs)
-    with pytest.raises(ValueError, match="pass a jaxmsk.data.Cohort or a jaxmsk.data.Dataset"):
+    with pytest.raises(ValueError, match="pass a jaxmsk.cohort.Cohort or a jaxmsk.data.Dataset"):
         export_recordings(tmp_path / "rec", {"emg": t.emg})
     assert os.listdir(tmp_path) == []
 

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import import_opensim
+
 from jaxmsk.io._sto import Table, TableFormatError, read_csv, read_sto, write_csv, write_sto
 
 
@@ -288,10 +288,10 @@ def test_to_radians():
 def test_rate():
     assert _table().rate == pytest.approx(100.0, rel=1e-12)
     with pytest.raises(ValueError, match="trial.mot: time is not uniformly sampled"):
-        _table(time=(0.0, 0.01, 0.02, 0.0301)).rate
+        _table(time=(0.0, 0.01, 0.02, 0.0301)).rate  # noqa: B018
     assert _table(time=(0.0, 0.01, 0.02, 0.03 + 1e-12)).rate == pytest.approx(100.0)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        _table(time=(0.0,)).rate
+        _table(time=(0.0,)).rate  # noqa: B018
 
 
 def test_select_and_column():

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import import_opensim
 
 import jaxmsk as msk
-from helpers import import_opensim
 
 osim = import_opensim()
 
@@ -78,6 +78,33 @@ def test_model_json_round_trip_is_exact(arm26, tmp_path):
     np.testing.assert_array_equal(back.path.length(q), arm26.path.length(q))
 
 
+def test_model_json_of_0_1_0_with_private_class_paths_still_loads(tmp_path):
+    """Files written before 0.2.0 name classes by their private modules (which moved);
+    they load to the same model. A name outside jaxmsk is refused."""
+    text = (tmp_path / "new.json")
+    msk.models.save_model_json(text, msk.models.wrist())
+    old = text.read_text()
+    for new, legacy in (("jaxmsk.Model", "jaxmsk._model.Model"),
+                        ("jaxmsk.muscle.DeGrooteActivation",
+                         "jaxmsk.muscle._activation.DeGrooteActivation"),
+                        ("jaxmsk.muscle.DeGrooteFregly2016Muscle",
+                         "jaxmsk.muscle._hill.DeGrooteFregly2016Muscle"),
+                        ("jaxmsk.muscle.MuscleParameters", "jaxmsk.muscle._hill.MuscleParameters"),
+                        ("jaxmsk.skeleton.Hinge", "jaxmsk.skeleton._hinge.Hinge")):
+        assert f'"{new}"' in old, new
+        old = old.replace(f'"{new}"', f'"{legacy}"')
+    legacy_file = tmp_path / "legacy.json"
+    legacy_file.write_text(old)
+    back = msk.models.load_model_json(legacy_file)
+    for a, b in zip(jax.tree_util.tree_leaves(msk.models.wrist()), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    assert type(back.muscles) is msk.DeGrooteFregly2016Muscle
+    (tmp_path / "bad.json").write_text(old.replace('"jaxmsk.skeleton._hinge.Hinge"',
+                                                   '"os.path.join"'))
+    with pytest.raises(ValueError, match="outside jaxmsk"):
+        msk.models.load_model_json(tmp_path / "bad.json")
+
+
 def test_polynomial_fit_leaves_out_jumps_and_recovers_polynomials():
     rng = np.random.default_rng(0)
     q = rng.uniform(-1.0, 1.0, (400, 2))
@@ -119,16 +146,16 @@ def test_polynomial_fit_with_moment_arms_is_exact_and_reports_their_error():
 @pytest.mark.parametrize("n_dofs, degree", [(1, 6), (2, 10), (3, 5), (4, 8)])
 def test_length_and_moment_arms_equal_length_and_its_jacobian(n_dofs, degree):
     """Both forms of the one-pass path evaluation: a dense coefficient tensor (used while it
-    has at most _DENSE_MAX_ENTRIES entries: 7, 121, 216 here) and the monomial gather (4 DoFs
+    has at most DENSE_MAX_ENTRIES entries: 7, 121, 216 here) and the monomial gather (4 DoFs
     of degree 8: 9⁴ = 6561 entries), against `length` and −jax.jacfwd(`length`)."""
-    from jaxmsk.skeleton._path import _DENSE_MAX_ENTRIES, monomial_exponents
+    from jaxmsk.skeleton._path import DENSE_MAX_ENTRIES, monomial_exponents
 
     rng = np.random.default_rng(n_dofs)
     exps = monomial_exponents(n_dofs, degree)
     path = msk.PolynomialPath(coefficients=jnp.asarray(rng.normal(0, 0.01, (3, len(exps)))),
                               centre=jnp.asarray(rng.uniform(-0.5, 0.5, n_dofs)),
                               scale=jnp.asarray(rng.uniform(0.5, 2.0, n_dofs)), exponents=exps)
-    dense = (degree + 1) ** n_dofs <= _DENSE_MAX_ENTRIES
+    dense = (degree + 1) ** n_dofs <= DENSE_MAX_ENTRIES
     assert dense == (n_dofs < 4)
     q = jnp.asarray(rng.uniform(-1.5, 1.5, (20, n_dofs)))
     q = q.at[0].set(path.centre)  # x = 0 exactly: the powers' derivatives stay finite

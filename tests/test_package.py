@@ -35,6 +35,16 @@ def test_public_names():
         assert hasattr(msk, name), name
 
 
+def test_cohort_names_moved_from_data_still_resolve_with_a_warning():
+    import jaxmsk as msk
+
+    with pytest.warns(DeprecationWarning, match="moved to jaxmsk.cohort.synthetic_cohort"):
+        old = msk.data.synthetic_cohort
+    assert old is msk.cohort.synthetic_cohort
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        msk.data.not_a_name  # noqa: B018
+
+
 def test_cli_help_and_refuses_to_overwrite(tmp_path):
     out = subprocess.run([sys.executable, "-m", "jaxmsk", "demo", "--help"], capture_output=True,
                          text=True, check=True)
@@ -50,8 +60,8 @@ def test_cli_help_and_refuses_to_overwrite(tmp_path):
 def test_demo_runs_and_reports(tmp_path, small_cohort):
     """The demo end to end on the small cohort's sizes with tiny training budgets (the real
     run's figures are in README): one leave-one-subject-out fold with every method."""
-    from jaxmsk._demo import METRICS, run_demo
-    from jaxmsk._transfer import METHODS, TransferConfig
+    from jaxmsk._learn.transfer import METHODS, TransferConfig
+    from jaxmsk.cli.demo import METRICS, run_demo
 
     def small_cnn(n_in, n_out, key):
         return jaxmsk.nn.CNN(n_in, n_out, channels=(8, 8), kernel_sizes=(4, 4), head_width=16,

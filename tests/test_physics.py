@@ -1,4 +1,5 @@
-"""jaxmsk.physics: residuals checked against a simulated ground truth (REFERENCE.md §5).
+"""jaxmsk.physics: residuals checked against a simulated ground truth (the equation of motion
+of Zhang et al. 2022).
 
 One simulation of the built-in wrist (1 s, smooth excitation, Tsit5 at rtol 1e-10) is
 saved every 1 ms and subsampled to 2 and 4 ms, so that all three rates see the same

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SIM_ABS_X, opensim_block_simulation
 
 import jaxmsk as msk
-from helpers import SIM_ABS_X, opensim_block_simulation
 
 TS = np.linspace(0.0, 1.0, 101)
 EXCITATIONS = {
@@ -119,6 +119,20 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="diffrax solver"):
         msk.simulate(model, jnp.zeros((11, 1)), ts, q0=jnp.array([0.3]), solver=3)
 
+
+def test_model_takes_only_jaxmsk_parts():
+    good = block_model()
+    with pytest.raises(ValueError, match="Model.skeleton must be a jaxmsk AbstractSkeleton"):
+        msk.Model(good.muscles, good.activation, "slider", good.path)
+    with pytest.raises(ValueError, match="Model.muscles must be a jaxmsk AbstractMuscle"):
+        msk.Model(good.muscles.params, good.activation, good.skeleton, good.path)
+    with pytest.raises(ValueError, match="Model.passive must be a tuple"):
+        msk.Model(good.muscles, good.activation, good.skeleton, good.path,
+                  passive=(lambda q, qdot: q,))
+    for cls in (msk.muscle.AbstractMuscle, msk.muscle.AbstractActivation,
+                msk.skeleton.AbstractSkeleton, msk.skeleton.AbstractPassive):
+        with pytest.raises(TypeError):
+            cls()  # abstract: a family implements it
 
 def test_explicit_and_stiff_solvers_agree():
     model = block_model()

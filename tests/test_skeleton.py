@@ -17,14 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import import_opensim
 from hypothesis import given, settings
 from jax.test_util import check_grads
 
 from jaxmsk.io import chain_from_opensim
-from jaxmsk.skeleton import (CoordinateLimitForce, Hinge, JointPassive, SerialChain,
-                             SpringGeneralizedForce)
-
-from helpers import import_opensim
+from jaxmsk.skeleton import (
+    CoordinateLimitForce,
+    Hinge,
+    JointPassive,
+    SerialChain,
+    SpringGeneralizedForce,
+)
 
 # Tolerances (relative unless named otherwise). OpenSim's O(n) articulated-body recursion
 # and jaxmsk's autodiff of the Lagrangian agree to rounding; 1e-10 leaves ~10⁵ ulps.
@@ -86,7 +90,8 @@ def pin_chain_model(rng, n=3):
         model.addBody(body)
         joint = osim.PinJoint(f"pin{i}", parent, _v3(rng.normal(scale=0.3, size=3)),
                               _v3(rng.uniform(-np.pi, np.pi, 3)), body,
-                              _v3(rng.normal(scale=0.3, size=3)), _v3(rng.uniform(-np.pi, np.pi, 3)))
+                              _v3(rng.normal(scale=0.3, size=3)),
+                              _v3(rng.uniform(-np.pi, np.pi, 3)))
         joint.updCoordinate().setName(f"q{i}")
         model.addJoint(joint)
         parent = body
@@ -327,7 +332,8 @@ def test_unselected_coordinates_are_locked_at_default():
 # -- (c) Hinge ---------------------------------------------------------------------------------
 def pendulum_model(mass, com, izz, forces=()):
     model = osim.Model()
-    body = osim.Body("bob", mass, _v3(com), osim.Inertia(0.7 * izz, 0.6 * izz, izz, 0.1 * izz, 0.0, 0.0))
+    body = osim.Body("bob", mass, _v3(com),
+                     osim.Inertia(0.7 * izz, 0.6 * izz, izz, 0.1 * izz, 0.0, 0.0))
     model.addBody(body)
     joint = osim.PinJoint("pin", model.getGround(), _v3([0, 0, 0]), _v3([0, 0, 0]), body,
                           _v3([0, 0, 0]), _v3([0, 0, 0]))
@@ -348,8 +354,9 @@ def test_hinge_matches_opensim_pendulum():
                   gravity_angle=np.arctan2(-com[0], -com[1]))
     chain, names, _, _ = chain_from_opensim(model)
     from_chain = Hinge.from_chain(chain)
-    np.testing.assert_allclose([from_chain.inertia, from_chain.gravity_moment, from_chain.gravity_angle],
-                               [hinge.inertia, hinge.gravity_moment, hinge.gravity_angle], rtol=1e-12)
+    np.testing.assert_allclose(
+        [from_chain.inertia, from_chain.gravity_moment, from_chain.gravity_angle],
+        [hinge.inertia, hinge.gravity_moment, hinge.gravity_angle], rtol=1e-12)
     oracle = Oracle(model, names)
     rng = np.random.default_rng(9)
     accel = jax.jit(lambda q, w, t: hinge.acceleration(q, w, t))
@@ -411,7 +418,8 @@ def test_jit_vmap_parity(pin_chain):
     q, qdot = rng.normal(size=(N_STATES, 3)), rng.normal(size=(N_STATES, 3))
     m, qdd, bias = batched_dynamics(chain, q, qdot)  # jit of vmap (compiled once, shared)
     for k in range(3):  # eager single samples
-        np.testing.assert_allclose(qdd[k], chain.acceleration(q[k], qdot[k], np.zeros(3)), rtol=1e-12)
+        np.testing.assert_allclose(qdd[k], chain.acceleration(q[k], qdot[k], np.zeros(3)),
+                                   rtol=1e-12)
         np.testing.assert_allclose(bias[k], chain.bias_forces(q[k], qdot[k]), rtol=1e-12)
         np.testing.assert_allclose(m[k], chain.mass_matrix(q[k]), rtol=1e-12)
 
@@ -447,7 +455,8 @@ def passive_value_and_grads(passive, q, qdot):
     def total(p, q, qdot):
         return jnp.sum(p.moment(q, qdot))
 
-    return total(passive, q, qdot), eqx.filter_grad(total)(passive, q, qdot), jax.grad(total, (1, 2))(passive, q, qdot)
+    return (total(passive, q, qdot), eqx.filter_grad(total)(passive, q, qdot),
+            jax.grad(total, (1, 2))(passive, q, qdot))
 
 
 finite_or_inf = st.one_of(st.just(np.inf), st.floats(0.0, 3.0))
@@ -460,13 +469,15 @@ def test_joint_passive_finite_everywhere(q, qdot, lo, hi, k, w):
     passive = JointPassive(damping=[0.1, 2.0], stiffness=[0.0, 5.0], rest_angle=[0.0, 0.3],
                            lower_limit=[-lo - 1e-3, -np.inf], upper_limit=[hi, np.inf],
                            limit_stiffness=k, limit_transition=w)
-    value, grads, (dq, dqdot) = passive_value_and_grads(passive, jnp.array([q, -q]), jnp.array([qdot, qdot]))
+    value, grads, (dq, dqdot) = passive_value_and_grads(passive, jnp.array([q, -q]),
+                                                        jnp.array([qdot, qdot]))
     leaves = [value, dq, dqdot, *jax.tree_util.tree_leaves(grads)]
     assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
 
 
 def test_joint_passive_limits():
-    p = JointPassive(lower_limit=-1.0, upper_limit=1.0, limit_stiffness=100.0, limit_transition=0.01)
+    p = JointPassive(lower_limit=-1.0, upper_limit=1.0, limit_stiffness=100.0,
+                     limit_transition=0.01)
     zero = jnp.zeros(1)
     inside = p.moment(jnp.array([0.9]), zero)[0]
     assert abs(inside) < 100.0 * 0.01 * np.exp(-9.0)  # ≈ 0 well inside the range
@@ -558,8 +569,10 @@ def scaled_custom(parent, child):
 
 
 @pytest.mark.parametrize("make_joint, name", [
-    (lambda p, c: osim.SliderJoint("slide", p, _v3([0, 0, 0]), _v3([0, 0, 0]), c, _v3([0, 0, 0]), _v3([0, 0, 0])), "slide"),
-    (lambda p, c: osim.BallJoint("ball", p, _v3([0, 0, 0]), _v3([0, 0, 0]), c, _v3([0, 0, 0]), _v3([0, 0, 0])), "ball"),
+    (lambda p, c: osim.SliderJoint("slide", p, _v3([0, 0, 0]), _v3([0, 0, 0]), c, _v3([0, 0, 0]),
+                                   _v3([0, 0, 0])), "slide"),
+    (lambda p, c: osim.BallJoint("ball", p, _v3([0, 0, 0]), _v3([0, 0, 0]), c, _v3([0, 0, 0]),
+                                 _v3([0, 0, 0])), "ball"),
     (two_coordinate_custom, "twoaxis"),
     (scaled_custom, "geared"),
 ])

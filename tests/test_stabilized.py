@@ -3,13 +3,13 @@
 import diffrax
 import equinox as eqx
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 
 import jaxmsk as msk
-from jaxmsk._stabilized import STABILITY_COEFFICIENTS
+from jaxmsk._solvers import STABILITY_COEFFICIENTS
 
 TABLEAU = msk.StabilizedRK3.tableau
 A = np.zeros((5, 5))
@@ -24,7 +24,7 @@ def _stability_polynomial(b):
     return np.array([1.0] + [b @ np.linalg.matrix_power(A, k) @ np.ones(5) for k in range(5)])
 
 
-def _stable_up_to(coeffs, grid=np.linspace(0.0, -20.0, 200_001)):
+def _stable_up_to(coeffs, grid=np.linspace(0.0, -20.0, 200_001)):  # noqa: B008
     """The largest β with |R(x)| ≤ 1 on [−β, 0] (on a 1e-4 grid)."""
     bad = np.nonzero(np.abs(np.polyval(coeffs[::-1], grid)) > 1 + 1e-12)[0]
     return -grid[bad[0] - 1]

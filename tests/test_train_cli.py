@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import jaxmsk as msk
-from jaxmsk import _train_cli
-from jaxmsk._demo import METRICS
+from jaxmsk._learn import checkpoint
 from jaxmsk.cli import main
+from jaxmsk.cli.demo import METRICS
 
 # The transfer worker: the session's small cohort, and the train steps compiled by the demo
 # test for the same network, segment and batch sizes are reused here.
@@ -38,7 +38,7 @@ def _fails(args, capsys, *needles):
 
 
 def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_train_cli, "network_builder", lambda name: small_cnn)
+    monkeypatch.setattr(checkpoint, "network_builder", lambda name: small_cnn)
     gen = tmp_path / "generic"
     args = ["train", "--data", str(recordings), "--subjects", "S01,S02", "--out", str(gen),
             "--steps", "20", "--batch-size", "8", "--segment-length", "16"]
@@ -75,7 +75,7 @@ def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
     assert all(t.endswith("#rest") for t in res["test_trials"])
     assert (out / "traces.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "results.md").read_text().startswith("# jaxmsk personalise: subject S03")
-    pred, adj, meta = _train_cli.load_predictor(out / "personalised.eqx", msk.models.wrist())
+    pred, adj, meta = checkpoint.load_predictor(out / "personalised.eqx", msk.models.wrist())
     assert meta["subject"] == "S03" and meta["kind"] == "personalised"
     np.testing.assert_allclose(np.exp(np.asarray(adj.log_strength)),
                                list(res["strength_scales"]["pi_transfer"].values()))

@@ -2,16 +2,23 @@
 physics, resumption from checkpoints, metrics, and one leave-one-subject-out fold with every
 baseline (tiny budgets: this checks the machinery, experiments/ measures the method)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import equinox as eqx
 import jaxmsk as msk
-from jaxmsk._train import (LossWeights, Predictor, SubjectAdjustment, fit, losses,
-                           make_segments, metrics)
-from jaxmsk._transfer import TransferConfig, run_fold
+from jaxmsk._learn.train import (
+    LossWeights,
+    Predictor,
+    SubjectAdjustment,
+    fit,
+    losses,
+    make_segments,
+    metrics,
+)
+from jaxmsk._learn.transfer import TransferConfig, run_fold
 
 # One xdist worker runs these and the demo test: they share the session's small cohort and
 # the compiled train steps (the cohort tests run on another worker, group "cohort").
@@ -150,16 +157,17 @@ def test_bad_arguments(processed, segments, small_cohort):
 def test_split_in_time_keeps_labels_apart_and_uses_history(processed):
     import dataclasses
 
-    from jaxmsk._transfer import _split_in_time
+    from jaxmsk._learn.transfer import split_in_time
 
     share, _ = processed.share(None, fraction=0.3)
     # Label every sample by (trial, index) so that the split can be checked exactly.
     share = type(share)(tuple(
-        dataclasses.replace(t, q=np.full((t.n_samples, 1), 1000.0 * k) + np.arange(t.n_samples)[:, None],
+        dataclasses.replace(t, q=np.full((t.n_samples, 1), 1000.0 * k)
+                            + np.arange(t.n_samples)[:, None],
                             emg=np.full_like(t.emg, 1000.0 * k) + np.arange(t.n_samples)[:, None])
         for k, t in enumerate(share.trials)))
     config = TransferConfig(segment_length=16, validation_fraction=0.25)
-    train, val = _split_in_time(share, 7, config)
+    train, val = split_in_time(share, 7, config)
     for k, t in enumerate(share.trials):
         n, s = t.n_samples, int(round(0.75 * t.n_samples))
         tl = {int(x) - 1000 * k for x in train.q.ravel() if 1000 * k <= x < 1000 * (k + 1)}
@@ -172,11 +180,11 @@ def test_split_in_time_keeps_labels_apart_and_uses_history(processed):
 
 
 def test_physical_learning_rate_applies_to_the_adjustment_only():
-    from jaxmsk._train import _optimizer
+    from jaxmsk._learn.train import make_optimizer
 
     params = ({"w": jnp.zeros(3)}, {"log_strength": jnp.zeros(2)})
     grads = ({"w": jnp.ones(3)}, {"log_strength": jnp.ones(2)})
-    opt = _optimizer(1e-3, 100, 1e-2)
+    opt = make_optimizer(1e-3, 100, 1e-2)
     updates, _ = opt.update(grads, opt.init(params), params)
     np.testing.assert_allclose(updates[0]["w"], -1e-3, rtol=1e-3)
     np.testing.assert_allclose(updates[1]["log_strength"], -1e-2, rtol=1e-3)
@@ -187,18 +195,18 @@ def test_physical_learning_rate_applies_to_the_adjustment_only():
 
 
 def test_share_start_drops_the_fade_in_from_share_and_test(processed):
-    from jaxmsk._transfer import _drop_start
+    from jaxmsk._learn.transfer import drop_start
 
-    cut = _drop_start(processed, 1.0)
+    cut = drop_start(processed, 1.0)
     for a, b in zip(processed.trials, cut.trials):
         k = int(round(a.fs))
         assert b.name == a.name and b.n_samples == a.n_samples - k
         np.testing.assert_array_equal(b.q, a.q[k:])
         np.testing.assert_array_equal(b.emg, a.emg[k:])
     with pytest.raises(ValueError, match="leaves nothing"):
-        _drop_start(processed, 1e3)
+        drop_start(processed, 1e3)
     with pytest.raises(ValueError, match=">= 0"):
-        _drop_start(processed, -1.0)
+        drop_start(processed, -1.0)
 
 
 def test_personalising_without_force_labels_never_reads_them(processed, small_cohort):
@@ -207,7 +215,7 @@ def test_personalising_without_force_labels_never_reads_them(processed, small_co
     as the true labels (which the data loss would otherwise see)."""
     import dataclasses
 
-    from jaxmsk._transfer import from_scratch, personalise
+    from jaxmsk._learn.transfer import from_scratch, personalise
 
     share, _ = processed.share(None, fraction=0.5)
     blank = type(share)(tuple(dataclasses.replace(t, forces=np.zeros_like(t.forces))

@@ -9,9 +9,9 @@
    family CEINMS calibrates with) on exactly the same objective (wrist, noiseless, initial
    states held at their estimates): how long each takes to reach the annealer's final loss.
 
-    python experiments/identify/run.py                 # about 15 minutes on 2 CPU cores
-    python experiments/identify/run.py --quick         # smoke run
-    python experiments/identify/run.py --skip-arm26
+    python -m experiments.identify.run                 # about 15 minutes on 2 CPU cores
+    python -m experiments.identify.run --quick         # smoke run
+    python -m experiments.identify.run --skip-arm26
 
 Writes results.json and results.md to --out (default experiments/identify/results).
 """
@@ -33,14 +33,14 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import jaxmsk  # noqa: E402
-from jaxmsk._identify import IdentificationTrial, identify, synthetic_trials  # noqa: E402
+from jaxmsk._identify.identify import IdentificationTrial, identify, synthetic_trials  # noqa: E402
 
 FIT = ("max_isometric_force", "optimal_fiber_length", "tendon_slack_length")
 SHORT = {"max_isometric_force": "F_max", "optimal_fiber_length": "l_opt",
          "tendon_slack_length": "l_ts"}
 # arm26 protocols stay within these (rad): shoulder elevation, elbow flexion. At the path's
 # centre (0.79 rad) arm26's shoulder muscles cannot move the joint both ways, so
-# `data.default_ranges` refuses; below 0.45 rad both BIClong and TRIlong can.
+# `cohort.default_ranges` refuses; below 0.45 rad both BIClong and TRIlong can.
 ARM26_RANGES = ((-0.3, 0.4), (0.5, 1.8))
 ARM26_STEPS = 100
 # Acceptance tolerances of issue #6 (relative errors of the recovered scales, noiseless).
@@ -85,8 +85,8 @@ def recovery(name: str, model, n_trials: int, duration: float, noises_deg, seed:
         data = trials if deg == 0 else noisy(trials, np.deg2rad(deg), seed + 100 + round(100 * deg))
         t0 = time.perf_counter()
         res = identify(model, data, FIT, shooting_interval=shooting_interval,
-                       max_steps=max_steps, **(fit_options or {}), progress=lambda s: print(f"[{name} {deg}°] {s}",
-                                                                     flush=True))
+                       max_steps=max_steps, **(fit_options or {}),
+                       progress=lambda s, deg=deg: print(f"[{name} {deg}°] {s}", flush=True))
         wall = time.perf_counter() - t0
         rows = []
         for p in FIT:
@@ -161,7 +161,8 @@ def markdown(results: dict) -> str:
             e = lv["max_rel_error"]
             lines.append(
                 f"| {lv['noise_deg']} | {100 * e['max_isometric_force']:.3g} % / "
-                f"{100 * e['optimal_fiber_length']:.3g} % / {100 * e['tendon_slack_length']:.3g} % | "
+                f"{100 * e['optimal_fiber_length']:.3g} % / "
+                f"{100 * e['tendon_slack_length']:.3g} % | "
                 f"{100 * lv['coverage_3se']:.0f} % | {100 * lv['coverage_2se']:.0f} % | "
                 f"{lv['noise_estimate_deg']:.3f} | {lv['rms_deg']:.3g} | {lv['steps']} | "
                 f"{lv['fit_s']:.0f} |")
@@ -221,7 +222,8 @@ def main(argv=None) -> int:
         atomic_write_text(Path(args.out) / "results.md", markdown(saved), overwrite=True)
         return 0
     device = jax.devices()[0]
-    results = {"device": f"{device.platform}: {device.device_kind} ({platform.processor() or platform.machine()}, "
+    results = {"device": f"{device.platform}: {device.device_kind} "
+                         f"({platform.processor() or platform.machine()}, "
                          f"{os.cpu_count()} CPUs)", "jax": jax.__version__, "recovery": []}
     duration, steps, evals = (0.5, 5, 50) if args.quick else (2.0, args.max_steps,
                                                                args.evaluations)

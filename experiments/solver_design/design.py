@@ -1,6 +1,6 @@
 """Derive `jaxmsk.StabilizedRK3`'s coefficients (5 stages, order 3, long real stability).
 
-    python experiments/solver_design/design.py      # about 1 min on a 2-core CPU
+    python -m experiments.solver_design.design      # about 1 min on a 2-core CPU
 
 1. Stability polynomial R(z) = 1 + z + z²/2 + z³/6 + c₄z⁴ + c₅z⁵ (order 3 fixes the first
    four coefficients): on a grid of (c₄, c₅), the largest β with |R| ≤ 1 on [−β, 0] and
@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 S = 5
 
 
-def interval(coeffs, damp=1.0, grid=np.linspace(0.0, -30.0, 30_001)):
+def interval(coeffs, damp=1.0, grid=np.linspace(0.0, -30.0, 30_001)):  # noqa: B008
     """Largest β (on the grid) with |R| ≤ 1 on [−β, 0] and |R| ≤ damp on [−β, −2]."""
     r = np.abs(np.polyval(np.asarray(coeffs)[::-1], grid))
     ok = (r <= 1 + 1e-12) & ((grid > -2) | (r <= damp))

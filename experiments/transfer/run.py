@@ -2,14 +2,14 @@
 Personalised Musculoskeletal Modelling with Physics-informed Knowledge Transfer", IEEE TIM
 72:2500811, 2022) on a synthetic wrist cohort, with a sweep of the target subject's data share.
 
-    python experiments/transfer/run.py                      # the full study (see README.md)
-    python experiments/transfer/run.py --quick --subjects 3 --folds 1 --out /tmp/transfer_quick
+    python -m experiments.transfer.run                      # the full study (see README.md)
+    python -m experiments.transfer.run --quick --subjects 3 --folds 1 --out /tmp/transfer_quick
 
 Protocol:
 1. Cohort: `synthetic_cohort(models.wrist(), --subjects)` with its defaults (4 protocols × 2
    repetitions = 8 trials of 10 s per subject), sEMG processed to 100 Hz envelopes.
 2. For each held-out subject (a fold): the generic CNN is trained once on the others (data +
-   physics, `_transfer.train_generic`) and reused for every share.
+   physics, `jaxmsk.train`) and reused for every share.
 3. Shares. A share of f is f of the subject's recorded time, given as k = f·N·T / c chunks of
    c = `--chunk` s (default 2 s), each c s of one trial from `--share-start` (default 1 s,
    the end of the protocols' fade-in from rest), trials picked protocol by protocol (so
@@ -20,7 +20,7 @@ Protocol:
    Why not the first f of every trial (`Dataset.share(fraction=f)`, the demo's definition)?
    Personalisation validates on the last 20 % of each share trial in time, and with the
    CNN's 0.32 s receptive field that needs ≥ 34 samples: 5 % (0.5 s) and 10 % (1 s) of a
-   10 s trial are too short, and `_split_in_time` raises. Chunks keep the amount of data and
+   10 s trial are too short, and `split_in_time` raises. Chunks keep the amount of data and
    make every share feasible; at 20 % the two definitions coincide.
 4. Every method of `_transfer.METHODS` is trained on the share (the same budget, the same
    keys for every share) and scored on the test set: angle RMSE (rad), force RMSE (N), R²,
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # this checkout's jaxmsk, installed or not
 QUICK = dict(repetitions=1, generic_steps=60, personal_steps=20, eval_every=10, patience=3)
 
 
@@ -192,11 +190,11 @@ def make_share(target_data, fraction: float, order: list[str], chunk: float, sta
 
 def label_coverage(share, test, rf: int, validation_fraction: float, start_s: float) -> dict:
     """What the fine-tuning sees against what it is scored on: the angles (rad) of the
-    samples the share's training segments predict (`_transfer._split_in_time`: the first
+    samples the share's training segments predict (`_transfer.split_in_time`: the first
     1 − validation_fraction of each chunk, from the receptive field's end) and of the test
     set; how many of those training labels lie in a trial's fade-in from rest; how many
     labels validation (early stopping) has."""
-    from jaxmsk.data._protocols import FADE_IN_S
+    from jaxmsk.cohort._protocols import FADE_IN_S
 
     train_q, val_n, fade = [], 0, 0
     for t in share.trials:
@@ -224,8 +222,8 @@ def load_or_train_generic(source, model, config, key, path: Path, say):
     was killed mid-training) and saved there."""
     import jax.numpy as jnp
 
-    from jaxmsk._train import Predictor
-    from jaxmsk._transfer import train_generic
+    from jaxmsk import train
+    from jaxmsk._learn.train import Predictor
     from jaxmsk.io._checkpoint import load_checkpoint, save_checkpoint
 
     t = source.trials[0]
@@ -242,7 +240,7 @@ def load_or_train_generic(source, model, config, key, path: Path, say):
             say(f"cannot load {path} ({e}); training again")
     path.parent.mkdir(parents=True, exist_ok=True)
     resume = path.with_name(path.stem + "_fit.eqx")
-    r = train_generic(source, model, config, key, progress=say, checkpoint=resume)
+    r = train(source, model, config, key=key, progress=say, checkpoint=resume)
     meta = {"best_step": r.best_step, "seconds": round(r.seconds, 1),
             "steps_run": r.history[-1]["step"] if r.history else 0}
     save_checkpoint(path, r.predictor, metadata=meta, overwrite=True)
@@ -285,7 +283,7 @@ def _describe(value):
     """A config value as the protocol records it. LossWeights at the default force_data=1
     are written as before that field existed, so that earlier folders' fingerprints stay
     valid (force_data=1 computes the same loss)."""
-    from jaxmsk._train import LossWeights
+    from jaxmsk._learn.train import LossWeights
 
     if isinstance(value, LossWeights) and value.force_data == 1.0:
         return (f"LossWeights(eom={value.eom}, consistency={value.consistency}, "
@@ -306,8 +304,8 @@ def run_methods(generic, share, test, model, config, key, methods, say, label,
     scales}, {name: fit info}, {name: predictor})."""
     import jax
 
-    from jaxmsk._train import evaluate
-    from jaxmsk._transfer import METHODS, from_scratch, personalise
+    from jaxmsk._learn.train import evaluate
+    from jaxmsk._learn.transfer import METHODS, from_scratch, personalise
 
     keys = dict(zip(METHODS, jax.random.split(key, len(METHODS))))
     results, scales, fits, predictors = {}, {}, {}, {}
@@ -386,9 +384,10 @@ def share_tag(fraction: float) -> str:
 # Aggregation, tables, plots
 
 
-def aggregate(folds: list[dict], shares: list[float], methods) -> dict:
-    """Mean ± sd over folds, per share and method (`_demo._aggregate` for the metrics)."""
-    from jaxmsk._demo import _aggregate
+def aggregate_shares(folds: list[dict], shares: list[float], methods) -> dict:
+    """Mean ± sd over folds, per share and method (`jaxmsk.cli.demo.aggregate` for the
+    metrics)."""
+    from jaxmsk.cli.demo import aggregate
 
     out = {}
     for s in shares:
@@ -397,7 +396,7 @@ def aggregate(folds: list[dict], shares: list[float], methods) -> dict:
         if not rows:
             continue
         entry = {"folds": len(rows), "fraction": rows[0]["fraction"],
-                 "methods": _aggregate([{"methods": r["methods"]} for r in rows])}
+                 "methods": aggregate([{"methods": r["methods"]} for r in rows])}
         strength = {}
         for m in methods:
             e = [r["strength"][m] for r in rows if m in r["strength"]]
@@ -466,10 +465,10 @@ def markdown(results: dict) -> str:
 
 
 def plot_errors(path: Path, results: dict, methods) -> str:
-    from jaxmsk._plots import _pyplot, save_figure
-    from jaxmsk._transfer import METHODS
+    from jaxmsk._learn.transfer import METHODS
+    from jaxmsk.cli.report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     tags = list(results["shares"])
     x = np.array([100 * float(t) for t in tags])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
@@ -489,10 +488,10 @@ def plot_errors(path: Path, results: dict, methods) -> str:
 
 
 def plot_traces(path: Path, trace_files: dict, target: str, methods) -> str:
-    from jaxmsk._plots import _pyplot, save_figure
-    from jaxmsk._transfer import METHODS
+    from jaxmsk._learn.transfer import METHODS
+    from jaxmsk.cli.report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     tags = list(trace_files)
     fig, axes = plt.subplots(2, len(tags), figsize=(max(9.0, 5.5 * len(tags)), 6.8), sharex=True,
                              squeeze=False, constrained_layout=True)
@@ -514,8 +513,8 @@ def plot_traces(path: Path, trace_files: dict, target: str, methods) -> str:
             axes[0, j].set_ylabel("wrist angle (rad)")
         axes[1, j].set_ylabel(f"{d['force_labels'][muscle]} force (N)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7 if len(tags) > 1 else 4),
-               fontsize=8)
+    fig.legend(handles, labels, loc="outside lower center",
+               ncol=min(len(labels), 7 if len(tags) > 1 else 4), fontsize=8)
     fig.suptitle(f"held-out subject {target}: predictions vs truth")
     return save_figure(fig, path, overwrite=True)
 
@@ -530,8 +529,8 @@ def main(argv=None) -> int:
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     from jaxmsk import models
-    from jaxmsk._transfer import METHODS, TransferConfig
-    from jaxmsk.data import synthetic_cohort
+    from jaxmsk._learn.transfer import METHODS, TransferConfig
+    from jaxmsk.cohort import synthetic_cohort
 
     say = Clock()
     out = Path(args.out)
@@ -655,7 +654,7 @@ def main(argv=None) -> int:
 
     results = {
         "targets": list(targets), "methods_run": list(methods),
-        "shares": aggregate(folds, shares, methods),
+        "shares": aggregate_shares(folds, shares, methods),
         "chunk_s": args.chunk, "share_start_s": args.share_start,
         "share_labels": args.share_labels, "label_noise": args.label_noise,
         "cohort": {"subjects": args.subjects, "trials_per_subject": cohort.n_trials,

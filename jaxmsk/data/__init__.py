@@ -1,20 +1,20 @@
-"""Data: synthetic cohorts, synthetic raw sEMG, sEMG processing and datasets for learning.
+"""Data: sEMG processing and datasets for learning.
 
-Everything here is pure and keyed (same key, same data); the processing functions are pure
-JAX, jit-able with sampling rates static, and batch over trials with `vmap`. Arrays are
-(time, channels), time along the first axis. Files are read and written only by `jaxmsk.io`.
+The sEMG functions are pure JAX, jit-able with sampling rates static, and batch over trials
+with `vmap`. Arrays are (time, channels), time along the first axis. Files are read and
+written only by `jaxmsk.io`; synthetic cohorts are `jaxmsk.cohort`.
 
-- `_subjects.py`: per-subject physiology and electrode effects (`CohortDistributions`).
-- `_protocols.py`: movement protocols and the excitation controller.
-- `_semg.py`: synthetic raw sEMG.
-- `_cohort.py`: `synthetic_cohort`, the `Cohort` container.
 - `_filters.py`, `_emg.py`: Butterworth/notch zero-phase filtering and the sEMG chain.
 - `_dataset.py`: `Trial`, `Dataset`, sliding windows, splits.
+- `_segments.py`: `Segments`, `make_segments`: what the sequence networks train on.
 """
 
-from ._cohort import Cohort as Cohort
-from ._cohort import UNITS as UNITS
-from ._cohort import synthetic_cohort as synthetic_cohort
+import warnings as _warnings
+
+from ._dataset import Dataset as Dataset
+from ._dataset import Trial as Trial
+from ._dataset import Windows as Windows
+from ._dataset import sliding_windows as sliding_windows
 from ._emg import bandpass as bandpass
 from ._emg import delay as delay
 from ._emg import emg_envelope as emg_envelope
@@ -29,18 +29,23 @@ from ._emg import resample as resample
 from ._filters import butterworth_sos as butterworth_sos
 from ._filters import notch_sos as notch_sos
 from ._filters import sosfiltfilt as sosfiltfilt
-from ._protocols import PROTOCOLS as PROTOCOLS
-from ._protocols import Controller as Controller
-from ._protocols import default_ranges as default_ranges
-from ._semg import mvc_drive as mvc_drive
-from ._semg import neighbour_crosstalk as neighbour_crosstalk
-from ._semg import semg_power_spectrum as semg_power_spectrum
-from ._semg import synthetic_semg as synthetic_semg
-from ._subjects import CohortDistributions as CohortDistributions
-from ._subjects import SubjectParameters as SubjectParameters
-from ._subjects import sample_subject as sample_subject
-from ._subjects import subject_model as subject_model
-from ._dataset import Dataset as Dataset
-from ._dataset import Trial as Trial
-from ._dataset import Windows as Windows
-from ._dataset import sliding_windows as sliding_windows
+from ._segments import Segments as Segments
+from ._segments import make_segments as make_segments
+
+# Synthetic cohorts lived here before 0.2.0; they are `jaxmsk.cohort` now. The old names
+# still resolve, with a DeprecationWarning, until 0.3.0.
+_MOVED_TO_COHORT = frozenset({
+    "Cohort", "UNITS", "synthetic_cohort", "PROTOCOLS", "Controller", "default_ranges",
+    "mvc_drive", "neighbour_crosstalk", "semg_power_spectrum", "synthetic_semg",
+    "CohortDistributions", "SubjectParameters", "sample_subject", "subject_model",
+})
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_COHORT:
+        from .. import cohort
+
+        _warnings.warn(f"jaxmsk.data.{name} moved to jaxmsk.cohort.{name} in 0.2.0; the old "
+                       "name goes in 0.3.0.", DeprecationWarning, stacklevel=2)
+        return getattr(cohort, name)
+    raise AttributeError(f"module 'jaxmsk.data' has no attribute {name!r}")

@@ -102,14 +102,14 @@ class Trial:
             env = normalise_mvc(env, mvc)
         env = np.asarray(resample(env, self.fs_emg, fs))
         n = min(len(env), self.n_samples) if self.q is not None else len(env)
-        cut = {}
+        trimmed = {}
         if self.q is not None:
-            cut["q"] = self.q[:n]
+            trimmed["q"] = self.q[:n]
         if self.forces is not None:
-            cut["forces"] = self.forces[:n]
+            trimmed["forces"] = self.forces[:n]
         return dataclasses.replace(self, emg=env[:n], fs_emg=fs, processed=True,
                                    emg_units="1" if mvc is not None else self.emg_units,
-                                   extra={k: v[:n] for k, v in self.extra.items()}, **cut)
+                                   extra={k: v[:n] for k, v in self.extra.items()}, **trimmed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +165,7 @@ class Dataset:
 
     @classmethod
     def from_cohort(cls, cohort) -> Dataset:
-        """Raw-sEMG trials with ground truth from a `jaxmsk.data.Cohort`."""
+        """Raw-sEMG trials with ground truth from a `jaxmsk.cohort.Cohort`."""
         trials = []
         muscles = cohort.muscle_names
         for i, s in enumerate(cohort.subject_ids):
@@ -255,8 +255,8 @@ class Dataset:
                 raise ValueError("share(fraction=...) cuts trials in time; process the sEMG "
                                  "first (Dataset.process) so that it shares the labels' rate.")
             n = int(round(fraction * t.n_samples))
-            first.append(_cut(t, 0, n, "a"))
-            rest.append(_cut(t, n, t.n_samples, "b"))
+            first.append(cut(t, 0, n, "a"))
+            rest.append(cut(t, n, t.n_samples, "b"))
         return Dataset(tuple(first)), Dataset(tuple(rest))
 
     def windows(self, width: int, stride: int = 1) -> Windows:
@@ -284,7 +284,7 @@ class Dataset:
         return Windows(**{k: cat(k) for k in ("emg", "q", "forces", "subject", "trial", "index")})
 
 
-def _cut(t: Trial, a: int, b: int, tag: str) -> Trial:
+def cut(t: Trial, a: int, b: int, tag: str) -> Trial:
     fields = {"emg": t.emg[a:b], "extra": {k: v[a:b] for k, v in t.extra.items()},
               "name": t.name if tag == "a" else f"{t.name}#rest"}
     if t.q is not None:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ..muscle._validation import _check, as_float_array, check_finite
+from .._checks import as_float_array, check_finite, check_values
 from ._filters import butterworth_sos, notch_sos, sosfiltfilt, static_rate
 
 __all__ = ["bandpass", "highpass", "lowpass", "notch", "rectify", "envelope", "mvc_peak",
@@ -43,7 +43,8 @@ __all__ = ["bandpass", "highpass", "lowpass", "notch", "rectify", "envelope", "m
 def _signal(name: str, x: ArrayLike) -> Array:
     x = as_float_array(x)
     if x.ndim < 1:
-        raise ValueError(f"{name} must have a time axis: shape (time,) or (time, channels); got a scalar.")
+        raise ValueError(f"{name} must have a time axis: shape (time,) or (time, channels); "
+                         "got a scalar.")
     return x
 
 
@@ -94,7 +95,8 @@ def notch(x: ArrayLike, fs: float, freq: float = 50.0, quality: float = 30.0, ha
 
     Each notch is `scipy.signal.iirnotch(k·freq, quality, fs=fs)` (-3 dB width k·freq/quality
     Hz per pass); harmonics at or above fs/2 are skipped. All sections are applied as one
-    cascade with `sosfiltfilt`; for harmonics=1 this equals `scipy.signal.filtfilt(b, a, x, axis=0)`.
+    cascade with `sosfiltfilt`; for harmonics=1 this equals
+    `scipy.signal.filtfilt(b, a, x, axis=0)`.
 
     Args:
         x: signal, (time,) or (time, channels, ...).
@@ -117,7 +119,8 @@ def rectify(x: ArrayLike) -> Array:
     return jnp.abs(as_float_array(x))
 
 
-def envelope(x: ArrayLike, fs: float, cutoff: float = 6.0, order: int = 4, *, name: str = "x") -> Array:
+def envelope(x: ArrayLike, fs: float, cutoff: float = 6.0, order: int = 4, *,
+             name: str = "x") -> Array:
     """Linear envelope: zero-phase Butterworth low-pass (`cutoff` Hz) of the rectified signal.
 
     Expects a band-passed (zero-mean) signal; `emg_envelope` runs the whole chain. Cut-offs
@@ -157,7 +160,7 @@ def normalise_mvc(envelope: ArrayLike, peak: ArrayLike) -> Array:
         raise ValueError(f"peak has shape {peak.shape}, more axes than the channels of envelope "
                          f"{env.shape[1:]}; pass one MVC peak per channel.")
     peak = check_finite("peak (MVC normaliser)", peak)
-    peak = _check("peak (MVC normaliser)", peak, lambda v: ~(v > 0), "must be > 0",
+    peak = check_values("peak (MVC normaliser)", peak, lambda v: ~(v > 0), "must be > 0",
                   "A zero or negative MVC peak means a dead or disconnected channel or a wrong "
                   "MVC trial; check the MVC recording for that channel (or drop the channel).")
     return env / peak.astype(env.dtype)
@@ -190,7 +193,8 @@ def emg_envelope(raw: ArrayLike, fs: float, *, band: tuple[float, float] = (20.0
     """
     fs = static_rate("fs", fs)
     if np.ndim(band) != 1 or len(band) != 2:
-        raise ValueError(f"band must be a pair (low, high) in Hz; got {band!r}. The usual sEMG band is (20.0, 450.0).")
+        raise ValueError(f"band must be a pair (low, high) in Hz; got {band!r}. "
+                         "The usual sEMG band is (20.0, 450.0).")
     low, high = (float(b) for b in band)
     if not low < high:
         raise ValueError(f"band=({low:g}, {high:g}) Hz needs low < high; e.g. band=(20.0, 450.0).")

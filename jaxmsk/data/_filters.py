@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ..muscle._validation import as_float_array, check_finite, is_concrete
+from .._checks import as_float_array, check_finite, is_concrete
 
 
 def static_rate(name: str, fs) -> float:
@@ -64,7 +64,8 @@ def _butter_cached(order: int, cutoff: tuple[float, ...], fs: float, btype: str)
     return sos
 
 
-def butterworth_sos(order: int, cutoff, fs: float, btype: str, *, name: str = "cutoff") -> np.ndarray:
+def butterworth_sos(order: int, cutoff, fs: float, btype: str, *,
+                    name: str = "cutoff") -> np.ndarray:
     """Digital Butterworth filter as second-order sections (NumPy, designed at trace time).
 
     Equal to `scipy.signal.butter(order, cutoff, btype, output="sos", fs=fs)`.
@@ -90,20 +91,24 @@ def butterworth_sos(order: int, cutoff, fs: float, btype: str, *, name: str = "c
     band = btype in ("bandpass", "band", "pass", "bp", "bandstop", "bs", "stop")
     if band:
         if np.ndim(cutoff) != 1 or len(cutoff) != 2:
-            raise ValueError(f"{name} must be a pair (low, high) in Hz for a {btype} filter; got {cutoff!r}.")
+            raise ValueError(f"{name} must be a pair (low, high) in Hz for a {btype} filter; "
+                             f"got {cutoff!r}.")
         low = _check_cutoff(f"{name}[0]", cutoff[0], fs)
         high = _check_cutoff(f"{name}[1]", cutoff[1], fs)
         if not low < high:
-            raise ValueError(f"{name}=({low:g}, {high:g}) Hz needs low < high; swap or widen the band.")
+            raise ValueError(f"{name}=({low:g}, {high:g}) Hz needs low < high; "
+                             "swap or widen the band.")
         key = (low, high)
     else:
         if np.ndim(cutoff) != 0:
-            raise ValueError(f"{name} must be one frequency in Hz for a {btype} filter; got {cutoff!r}.")
+            raise ValueError(f"{name} must be one frequency in Hz for a {btype} filter; "
+                             f"got {cutoff!r}.")
         key = (_check_cutoff(name, cutoff, fs),)
     return _butter_cached(int(order), key, fs, btype).copy()
 
 
-def notch_sos(fs: float, freq: float = 50.0, quality: float = 30.0, harmonics: int = 1) -> np.ndarray:
+def notch_sos(fs: float, freq: float = 50.0, quality: float = 30.0,
+              harmonics: int = 1) -> np.ndarray:
     """IIR notch filters at `freq`, 2·`freq`, ..., `harmonics`·`freq` as second-order sections.
 
     Each section is `scipy.signal.iirnotch(k·freq, quality, fs=fs)` (a second-order notch
@@ -171,11 +176,13 @@ def default_padlen(sos: np.ndarray) -> int:
 def _validate_sos(sos) -> np.ndarray:
     if not is_concrete(sos):
         raise ValueError("sos must be a concrete NumPy array of filter coefficients (designed "
-                         "at trace time), not a traced value; the coefficients are not differentiable.")
+                         "at trace time), not a traced value; the coefficients are not "
+                         "differentiable.")
     sos = np.asarray(sos, np.float64)
     if sos.ndim != 2 or sos.shape[1] != 6 or sos.shape[0] < 1:
         raise ValueError(f"sos must have shape (n_sections, 6); got {sos.shape}. "
-                         "Design it with butterworth_sos or scipy.signal.butter(..., output='sos').")
+                         "Design it with butterworth_sos or "
+                         "scipy.signal.butter(..., output='sos').")
     if not np.all(sos[:, 3] == 1.0):
         raise ValueError("sos[:, 3] (each section's a0) must be 1; normalise each section by a0.")
     if not np.all(np.isfinite(sos)):
@@ -219,7 +226,8 @@ def _filtfilt_core(coeffs: tuple, x: Array, padlen: int) -> Array:
     return y[padlen : padlen + n] if padlen > 0 else y
 
 
-def sosfiltfilt(sos: ArrayLike, x: ArrayLike, *, padlen: int | None = None, name: str = "x") -> Array:
+def sosfiltfilt(sos: ArrayLike, x: ArrayLike, *, padlen: int | None = None,
+                name: str = "x") -> Array:
     """Zero-phase forward–backward filtering of `x` along axis 0 (time) by the SOS cascade `sos`.
 
     Reproduces `scipy.signal.sosfiltfilt(sos, x, axis=0)` with its defaults (padtype="odd"),
@@ -243,7 +251,8 @@ def sosfiltfilt(sos: ArrayLike, x: ArrayLike, *, padlen: int | None = None, name
     sos = _validate_sos(sos)
     x = as_float_array(x)
     if x.ndim < 1:
-        raise ValueError(f"{name} must have a time axis (shape (time,) or (time, channels)); got a scalar.")
+        raise ValueError(f"{name} must have a time axis (shape (time,) or (time, channels)); "
+                         "got a scalar.")
     edge = default_padlen(sos) if padlen is None else int(padlen)
     if edge < 0:
         raise ValueError(f"padlen must be >= 0; got {padlen}.")

@@ -16,19 +16,19 @@
   overwritten unless the caller asks.
 """
 
-from ._osim_skeleton import chain_from_opensim as chain_from_opensim
+from ._checkpoint import latest_checkpoint as latest_checkpoint
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import save_checkpoint as save_checkpoint
+from ._cohort_files import load_cohort as load_cohort
+from ._cohort_files import save_cohort as save_cohort
 from ._osim import load_osim as load_osim
 from ._osim import write_osim_polynomial_paths as write_osim_polynomial_paths
+from ._osim_skeleton import chain_from_opensim as chain_from_opensim
+from ._recordings import export_recordings as export_recordings
+from ._recordings import load_recordings as load_recordings
 from ._sto import Table as Table
 from ._sto import TableFormatError as TableFormatError
 from ._sto import read_csv as read_csv
 from ._sto import read_sto as read_sto
 from ._sto import write_csv as write_csv
 from ._sto import write_sto as write_sto
-from ._checkpoint import latest_checkpoint as latest_checkpoint
-from ._checkpoint import load_checkpoint as load_checkpoint
-from ._checkpoint import save_checkpoint as save_checkpoint
-from ._cohort_files import load_cohort as load_cohort
-from ._cohort_files import save_cohort as save_cohort
-from ._recordings import export_recordings as export_recordings
-from ._recordings import load_recordings as load_recordings

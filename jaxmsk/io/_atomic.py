@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -46,7 +46,7 @@ def atomic_path(path, *, overwrite: bool = False, what: str = "") -> Iterator[st
         if not overwrite and os.path.exists(path):
             raise FileExistsError(f"{what + ': ' if what else ''}{path} appeared while writing; "
                                   "nothing was replaced.")
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

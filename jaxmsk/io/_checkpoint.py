@@ -39,7 +39,7 @@ _FORMAT = "jaxmsk-checkpoint/1"
 _SIDECAR = ".json"
 
 
-def _version() -> str:
+def jaxmsk_version() -> str:
     # Read at call time: `jaxmsk/__init__.py` defines __version__ after importing `io`.
     return getattr(sys.modules.get("jaxmsk"), "__version__", "unknown")
 
@@ -123,8 +123,8 @@ def save_checkpoint(path, tree, *, metadata: dict | None = None, overwrite: bool
         raise FileNotFoundError(f"save_checkpoint: folder {folder} does not exist; create it "
                                 "first.")
     info = tree_leaves_info(tree)
-    record = {"format": _FORMAT, "jaxmsk_version": _version(), "fingerprint": _fingerprint(info),
-              "metadata": metadata, "leaves": info}
+    record = {"format": _FORMAT, "jaxmsk_version": jaxmsk_version(),
+              "fingerprint": _fingerprint(info), "metadata": metadata, "leaves": info}
     dumps(record, "save_checkpoint: metadata")  # fail before writing anything
     with atomic_path(path, overwrite=overwrite, what="save_checkpoint") as tmp:
         eqx.tree_serialise_leaves(tmp, tree)
@@ -135,7 +135,7 @@ def save_checkpoint(path, tree, *, metadata: dict | None = None, overwrite: bool
     return path
 
 
-def _read_sidecar(path: str) -> dict:
+def read_sidecar(path: str) -> dict:
     sidecar = path + _SIDECAR
     if not os.path.exists(sidecar):
         raise ValueError(f"checkpoint {path} has no sidecar {sidecar}: it was not saved by "
@@ -204,7 +204,7 @@ def load_checkpoint(path, like):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: {path} does not exist.")
-    record = _read_sidecar(path)
+    record = read_sidecar(path)
     expected = tree_leaves_info(like)
     if _fingerprint(expected) != record["fingerprint"]:
         diff = "\n".join(_structure_diff(record["leaves"], expected))
@@ -244,7 +244,7 @@ def latest_checkpoint(folder, pattern: str = "*.eqx") -> str | None:
         if not os.path.isfile(path):
             continue
         try:
-            record = _read_sidecar(path)
+            record = read_sidecar(path)
             mtime = os.path.getmtime(path)
         except (ValueError, OSError):
             continue

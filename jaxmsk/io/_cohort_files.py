@@ -31,11 +31,11 @@ import tempfile
 import numpy as np
 
 from .._model import Model
-from ..data._cohort import TRUTH_FIELDS, UNITS, Cohort
-from ..data._subjects import SubjectParameters
-from ..models._serialize import model_from_json, model_to_json
-from ._atomic import _umask, check_writable, swap_in_folder
-from ._checkpoint import _version, dumps
+from ..cohort._cohort import TRUTH_FIELDS, UNITS, Cohort
+from ..cohort._subjects import SubjectParameters
+from ._atomic import check_writable, current_umask, swap_in_folder
+from ._checkpoint import dumps, jaxmsk_version
+from ._model_json import model_from_json, model_to_json
 
 _FORMAT = "jaxmsk-cohort/1"
 _FILES = ("arrays.npz", "cohort.json", "model.json")
@@ -125,7 +125,7 @@ def _subject_table(cohort: Cohort, arrays: dict[str, np.ndarray]) -> list[str]:
 def _description(cohort: Cohort, arrays: dict[str, np.ndarray]) -> dict:
     return {
         "format": _FORMAT,
-        "jaxmsk_version": _version(),
+        "jaxmsk_version": jaxmsk_version(),
         "subject_ids": list(cohort.subject_ids),
         "trial_names": list(cohort.trial_names),
         "protocols": list(cohort.protocols),
@@ -145,7 +145,7 @@ def save_cohort(path, cohort: Cohort, *, overwrite: bool = False) -> str:
 
     Args:
         path: the folder to create, e.g. "cohort_S8"; its parent must exist.
-        cohort: a `jaxmsk.data.Cohort`.
+        cohort: a `jaxmsk.cohort.Cohort`.
         overwrite: replace an existing cohort folder at `path`. Without it an existing `path`
             raises `FileExistsError` and nothing is touched. Even with it, a folder that is
             not a jaxmsk cohort (no valid cohort.json) and not empty is refused.
@@ -153,7 +153,7 @@ def save_cohort(path, cohort: Cohort, *, overwrite: bool = False) -> str:
     Returns the folder's path. Nothing is visible at `path` until every file is written.
     """
     if not isinstance(cohort, Cohort):
-        raise ValueError(f"save_cohort needs a jaxmsk.data.Cohort, got {type(cohort).__name__}.")
+        raise ValueError(f"save_cohort needs a jaxmsk.cohort.Cohort, got {type(cohort).__name__}.")
     path = os.path.normpath(os.fspath(path))
     check_writable(path, overwrite=overwrite, what="save_cohort")
     if overwrite and os.path.lexists(path):
@@ -177,7 +177,7 @@ def save_cohort(path, cohort: Cohort, *, overwrite: bool = False) -> str:
     base = os.path.basename(path)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         with open(os.path.join(tmp, "arrays.npz"), "wb") as f:
             np.savez(f, **arrays)
         for name, text in (("cohort.json", cohort_json), ("model.json", model_json)):

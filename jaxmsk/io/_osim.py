@@ -38,7 +38,8 @@ def _muscle_activation_time_constants(osim, muscle) -> tuple[float, float]:
     for cls in ("DeGrooteFregly2016Muscle", "Thelen2003Muscle", "Millard2012EquilibriumMuscle"):
         concrete = getattr(osim, cls).safeDownCast(muscle)
         if concrete is not None:
-            return concrete.get_activation_time_constant(), concrete.get_deactivation_time_constant()
+            return (concrete.get_activation_time_constant(),
+                    concrete.get_deactivation_time_constant())
     return 0.015, 0.060
 
 
@@ -197,7 +198,8 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
     model = Model(
         muscles=DeGrooteFregly2016Muscle(params, tendon=tendon,
                                          curves=_model_curves(osim, objs, muscles, path)),
-        activation=DeGrooteActivation(jnp.asarray(taus[:, 0], dtype), jnp.asarray(taus[:, 1], dtype)),
+        activation=DeGrooteActivation(jnp.asarray(taus[:, 0], dtype),
+                                      jnp.asarray(taus[:, 1], dtype)),
         skeleton=skeleton,
         path=poly,
         passive=tuple(passive),

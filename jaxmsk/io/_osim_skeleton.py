@@ -359,7 +359,7 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
     chain = SerialChain(**{k: np.stack(v) for k, v in fields.items()},
                         gravity=_vec(model.getGravity()))
     _self_check(osim, model, chain, names, chain_bodies, selected)
-    passive, messages = _passive_elements(osim, model, names)
+    passive, messages = passive_elements(osim, model, names)
     messages = joint_notes + messages
     for msg in messages:
         warnings.warn(msg, stacklevel=2)
@@ -379,7 +379,8 @@ def _self_check(osim, model, chain, names, chain_bodies, selected) -> None:
         rotations, origins = (np.asarray(x, dtype=np.float64) for x in chain.body_transforms(q))
         for i, body in enumerate(chain_bodies):
             r, p = _transform(model.getBodySet().get(body).getTransformInGround(state))
-            err = max(np.abs(r - rotations[i]).max(), np.abs(p - origins[i]).max() / (1 + np.abs(p).max()))
+            err = max(np.abs(r - rotations[i]).max(),
+                      np.abs(p - origins[i]).max() / (1 + np.abs(p).max()))
             if not err <= tol:
                 raise ValueError(
                     f"Internal check failed: body '{body}' is posed differently from OpenSim "
@@ -397,22 +398,24 @@ def _coordinate_of(force) -> str | None:
     return text or None
 
 
-def _passive_elements(osim, model, names):
+def passive_elements(osim, model, names):
     index = {n: i for i, n in enumerate(names)}
     passive, messages = [], []
     for force in model.getForceSet():
         if not force.get_appliesForce() or osim.Muscle.safeDownCast(force) is not None:
             continue
-        kind, label = force.getConcreteClassName(), f"{force.getConcreteClassName()} '{force.getName()}'"
+        kind, label = (force.getConcreteClassName(),
+                       f"{force.getConcreteClassName()} '{force.getName()}'")
         coord = _coordinate_of(force)
         if coord is not None and coord not in index:
             continue  # acts on a locked coordinate only
         if kind == "CoordinateLimitForce":
             f = osim.CoordinateLimitForce.safeDownCast(force)
             passive.append(CoordinateLimitForce(
-                index[coord], upper_stiffness=f.get_upper_stiffness(), upper_limit=f.get_upper_limit(),
-                lower_stiffness=f.get_lower_stiffness(), lower_limit=f.get_lower_limit(),
-                damping=f.get_damping(), transition=f.get_transition()))
+                index[coord], upper_stiffness=f.get_upper_stiffness(),
+                upper_limit=f.get_upper_limit(), lower_stiffness=f.get_lower_stiffness(),
+                lower_limit=f.get_lower_limit(), damping=f.get_damping(),
+                transition=f.get_transition()))
         elif kind == "SpringGeneralizedForce":
             f = osim.SpringGeneralizedForce.safeDownCast(force)
             passive.append(SpringGeneralizedForce(

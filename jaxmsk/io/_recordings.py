@@ -33,7 +33,7 @@ import tempfile
 import numpy as np
 
 from ..data._dataset import Dataset, Trial
-from ._atomic import _umask, swap_in_folder
+from ._atomic import current_umask, swap_in_folder
 from ._sto import Table, read_sto, write_sto
 
 EMG_SUFFIX = "_emg.sto"
@@ -318,7 +318,7 @@ def export_recordings(root, cohort_or_dataset, *, overwrite: bool = False) -> st
             _check_replaceable(root)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         for subject, filename, (time, values, labels, in_degrees, metadata) in files:
             folder = os.path.join(tmp, subject)
             if not os.path.isdir(folder):
@@ -343,7 +343,7 @@ def _as_dataset(obj) -> Dataset:
         dataset = to_dataset()
         if isinstance(dataset, Dataset):
             return dataset
-    raise ValueError(f"export_recordings: got a {type(obj).__name__}; pass a jaxmsk.data.Cohort "
+    raise ValueError(f"export_recordings: got a {type(obj).__name__}; pass a jaxmsk.cohort.Cohort "
                      "or a jaxmsk.data.Dataset.")
 
 

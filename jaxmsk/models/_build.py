@@ -5,7 +5,7 @@
   six muscles (Thelen in the file, De Groote–Fregly here with the file's parameters and
   tendon strain), paths fitted over the coordinates' ranges.
 - ``wrist.json``: one wrist flexion/extension coordinate and FCR, FCU, ECU, ECRB, ECRL with
-  the parameters of ../shared/REFERENCE.md §4 (the OpenSim wrist model's). Moment arms,
+  the parameters of the OpenSim wrist model (opensim-models). Moment arms,
   hand inertia and the joint's passive elements come from osim-rl's
   ``MoBL_ARMS_J_Simple_032118.osim`` (Saul et al. 2015, "Benchmarking of dynamic simulation
   predictions in two software platforms using an upper limb musculoskeletal model", CMBBE
@@ -37,7 +37,8 @@ import numpy as np
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 WRIST_MUSCLES = ("FCR", "FCU", "ECU", "ECRB", "ECRL")
-# REFERENCE.md §4: F_max (N), l_opt (m), l_ts (m), α_opt (rad); v_max = 10 l_opt/s.
+# The OpenSim wrist model (opensim-models): F_max (N), l_opt (m), l_ts (m), α_opt (rad);
+# v_max = 10 l_opt/s.
 WRIST_PARAMETERS = np.array([
     [59.7, 0.0628, 0.2185, 0.054],
     [102.6, 0.0509, 0.2420, 0.211],
@@ -68,7 +69,7 @@ def build_arm26():
                        fit_moment_arm_rms_m=list(model.path.fit_moment_arm_rms))
 
 
-def _mobl_wrist_samples(n_samples: int = 481, h: float = 1e-6):
+def mobl_wrist_samples(n_samples: int = 481, h: float = 1e-6):
     from ..io._osim import import_opensim
 
     osim = import_opensim()
@@ -108,18 +109,18 @@ def _mobl_wrist_samples(n_samples: int = 481, h: float = 1e-6):
     at(0.0)
     lengths0 = np.array([m.getLength(state) for m in muscles])
     mobl = np.array([[m.getOptimalFiberLength(), m.getTendonSlackLength()] for m in muscles])
-    from ..io._osim_skeleton import _passive_elements
+    from ..io._osim_skeleton import passive_elements
 
-    passive, _ = _passive_elements(osim, model, ["flexion"])
+    passive, _ = passive_elements(osim, model, ["flexion"])
     return thetas, np.array(lengths), np.array(arms), inertias, lengths0, mobl, passive
 
 
 def build_wrist():
-    from ..muscle import DeGrooteActivation, DeGrooteFregly2016Muscle, MuscleParameters
     from .._model import Model
+    from ..muscle import DeGrooteActivation, DeGrooteFregly2016Muscle, MuscleParameters
     from ..skeleton import Hinge, PolynomialPath
 
-    thetas, lengths, arms, inertias, l0, mobl, passive = _mobl_wrist_samples()
+    thetas, lengths, arms, inertias, l0, mobl, passive = mobl_wrist_samples()
     fmax, lopt, lts, alpha = (WRIST_PARAMETERS[:, k] for k in range(4))
     # Same normalised stretch at θ = 0 as in MoBL (rigid-tendon reading).
     target0 = lts + lopt * (l0 - mobl[:, 1]) / mobl[:, 0]
@@ -135,7 +136,7 @@ def build_wrist():
                   skeleton=Hinge(inertia=inertias[0]),
                   path=path, passive=tuple(passive), muscle_names=WRIST_MUSCLES,
                   coordinate_names=("flexion",))
-    meta = dict(source=f"parameters: REFERENCE.md §4 (OpenSim wrist model); moment arms, "
+    meta = dict(source=f"parameters: the OpenSim wrist model (opensim-models); moment arms, "
                        f"inertia, passive elements: osim-rl 3.0.11 models/{MOBL_FILE}",
                 hand_inertia_kg_m2=inertias[0],
                 hand_inertia_at_range_ends_kg_m2=inertias[1:],
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the data are stored in float64
-    from ._serialize import load_model_json, save_model_json
+    from ..io._model_json import load_model_json, save_model_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",

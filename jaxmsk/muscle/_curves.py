@@ -18,12 +18,11 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-
 # Gaussian-like denominators closer to zero than this are treated as zero: the term's
 # value there is exactly 0 and its gradient is guarded (double-where), never NaN.
 _GAUSS_DEN_EPS = 1e-12
 # The tendon curve's inverse is a logarithm; its argument is floored here (domain edge).
-_LOG_FLOOR = 1e-300
+LOG_FLOOR = 1e-300
 
 
 def _gaussian_like(x: Array, b1: float, b2: float, b3: float, b4: float) -> Array:
@@ -142,7 +141,8 @@ class DeGrooteCurves:
     def __post_init__(self):
         if len(self.active_fl) != 12:
             raise ValueError(
-                f"DeGrooteCurves.active_fl needs 12 constants (b11..b43), got {len(self.active_fl)}."
+                "DeGrooteCurves.active_fl needs 12 constants (b11..b43), got "
+                f"{len(self.active_fl)}."
             )
         if not self.active_force_width_scale >= 1.0:
             raise ValueError(
@@ -161,7 +161,8 @@ class DeGrooteCurves:
             "f_v(0) = 1": (1.0, self._py_fv(0.0)),
             "f_v(-1) = 0": (0.0, self._py_fv(-1.0)),
             "f_pas(passive_zero) = 0": (0.0, self._py_passive(self.passive_zero)),
-            "f_T(1 + strain at one norm force) ~ 1": (1.0, self._py_tendon(1.0 + self.tendon_strain)),
+            "f_T(1 + strain at one norm force) ~ 1": (
+                1.0, self._py_tendon(1.0 + self.tendon_strain)),
         }
         if self.name == "published":
             # The paper's tendon strain is defined through kT = 35 with c2 = 0.995.
@@ -188,7 +189,8 @@ class DeGrooteCurves:
 
     def _py_passive(self, l: float) -> float:
         offset = math.exp(self.kpe * (self.passive_zero - 1.0) / self.passive_strain)
-        return (math.exp(self.kpe * (l - 1.0) / self.passive_strain) - offset) / (math.exp(self.kpe) - offset)
+        return ((math.exp(self.kpe * (l - 1.0) / self.passive_strain) - offset)
+                / (math.exp(self.kpe) - offset))
 
     def _py_tendon(self, l: float) -> float:
         return self.c1 * math.exp(self.kt * (l - self.c2)) - self.c3
@@ -265,8 +267,9 @@ class DeGrooteCurves:
         """
         f = jnp.asarray(norm_tendon_force)
         arg = (f + self.c3) / self.c1
-        ok = arg > _LOG_FLOOR
-        return jnp.where(ok, jnp.log(jnp.where(ok, arg, 1.0)), math.log(_LOG_FLOOR)) / self.kt + self.c2
+        ok = arg > LOG_FLOOR
+        log = jnp.where(ok, jnp.log(jnp.where(ok, arg, 1.0)), math.log(LOG_FLOOR))
+        return log / self.kt + self.c2
 
 
 __all__ = ["DeGrooteCurves"]

@@ -32,12 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .._checks import as_float_array as _as_float
+from .._checks import check_broadcast as _check_broadcast
+from .._checks import concrete_fields as _concrete_fields
+from .._checks import require as _require
 from .._custom_types import PerMuscle, PerMuscleLike
-from .._misc import safe_div, smoothstep5
-from ._validation import as_float_array as _as_float
-from ._validation import check_broadcast as _check_broadcast
-from ._validation import concrete_fields as _concrete_fields
-from ._validation import require as _require
+from .._numerics import safe_div, smoothstep5
+from ._base import AbstractActivation, AbstractMuscle, MTUForces
 
 MJMINVAL = 1e-15
 """MuJoCo's `mjMINVAL`: the floor applied to every denominator in its muscle functions."""
@@ -152,7 +153,7 @@ def mujoco_passive_force_length(L: ArrayLike, lmax: ArrayLike, fpmax: ArrayLike)
 # ----------------------------------------------------------------------------- muscle
 
 
-class MuJoCoMuscle(eqx.Module):
+class MuJoCoMuscle(AbstractMuscle):
     """MuJoCo's muscle actuator force (rigid tendon, no pennation), for many muscles at once.
 
     Reproduces `mju_muscleGain`, `mju_muscleBias` and the actuator force `gain·act + bias`
@@ -197,6 +198,8 @@ class MuJoCoMuscle(eqx.Module):
     vmax: PerMuscle = eqx.field(default=1.5, converter=_as_float)
     fpmax: PerMuscle = eqx.field(default=1.3, converter=_as_float)
     fvmax: PerMuscle = eqx.field(default=1.2, converter=_as_float)
+    # MuJoCo's muscle has no tendon state (the AbstractMuscle interface asks which kind).
+    tendon: str = eqx.field(static=True, default="rigid", kw_only=True)
 
     PRM_NAMES: ClassVar[tuple[str, ...]] = (
         "range0", "range1", "force_param", "scale", "lmin", "lmax", "vmax", "fpmax", "fvmax"
@@ -205,6 +208,9 @@ class MuJoCoMuscle(eqx.Module):
 
     def __check_init__(self):
         owner = type(self).__name__
+        if self.tendon != "rigid":
+            raise ValueError(f'{owner}: tendon must be "rigid" (MuJoCo\'s muscle has no tendon '
+                             f"compliance), got {self.tendon!r}.")
         names = self.PRM_NAMES + ("lengthrange0", "lengthrange1", "acc0")
         fields = {k: getattr(self, k) for k in names}
         v = _concrete_fields(fields, _check_broadcast(owner, fields))
@@ -304,6 +310,23 @@ class MuJoCoMuscle(eqx.Module):
             gainprm, np.asarray(m.actuator_lengthrange)[ids], np.asarray(m.actuator_acc0)[ids]
         )
 
+    # -- the Model's interface (AbstractMuscle) ---------------------------------------
+
+    @property
+    def n_muscles(self) -> int:
+        """Muscles described (1 when every field is a scalar)."""
+        names = (*self.PRM_NAMES, "lengthrange0", "lengthrange1", "acc0")
+        shape = np.broadcast_shapes(*(np.shape(getattr(self, f)) for f in names))
+        return int(shape[0]) if shape else 1
+
+    def mtu_forces(self, mtu_length, mtu_velocity, activation, norm_tendon_force=None):
+        """`MTUForces` for a Model: the actuator length and velocity are the MTU's, the
+        pulling force is −`force` (MuJoCo's actuator force is negative when it pulls)."""
+        pull = -self.force(mtu_length, mtu_velocity, activation)
+        fiber = self.normalised_length(mtu_length) * self.optimal_length()
+        return MTUForces(tendon_force=pull, fiber_length=jnp.broadcast_to(fiber, pull.shape),
+                         norm_tendon_force=pull / _floor(self.peak_force()))
+
     # -- physics ----------------------------------------------------------------------
 
     def peak_force(self) -> PerMuscle:
@@ -372,7 +395,7 @@ class MuJoCoMuscle(eqx.Module):
 # ----------------------------------------------------------------------------- activation
 
 
-class MuJoCoActivation(eqx.Module):
+class MuJoCoActivation(AbstractActivation):
     """MuJoCo's muscle activation dynamics (`mju_muscleDynamics`), per muscle.
 
     With `c = clip(ctrl, 0, 1)` and `ā = clip(act, 0, 1)`:

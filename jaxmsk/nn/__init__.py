@@ -8,13 +8,13 @@ Every network is an `EMGRegressor`: a `features` extractor and a per-step `head`
 `flax.nnx` takes about 2 s, which users of the equinox networks should not pay.
 """
 
-from ._base import (
-    EMGRegressor as EMGRegressor,
-    count_parameters as count_parameters,
-    features_filter as features_filter,
-    head_filter as head_filter,
-)
-from ._cnn import CNN as CNN, MLP as MLP, TCN as TCN
+from ._base import EMGRegressor as EMGRegressor
+from ._base import count_parameters as count_parameters
+from ._base import features_filter as features_filter
+from ._base import head_filter as head_filter
+from ._cnn import CNN as CNN
+from ._cnn import MLP as MLP
+from ._cnn import TCN as TCN
 from ._recurrent import GRU as GRU
 
 _LAZY = {"NNXRegressor", "NNXConvNet"}

@@ -20,7 +20,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._base import EMGRegressor
 
 
-def _check_sizes(owner: str, **sizes) -> None:
+def check_sizes(owner: str, **sizes) -> None:
     for name, value in sizes.items():
         values = value if isinstance(value, tuple) else (value,)
         if len(values) == 0 or any(
@@ -123,7 +123,7 @@ class SlidingWindowMLP(eqx.Module):
         return jax.vmap(self.mlp)(windows)
 
 
-def _mlp_head(in_size: int, n_outputs: int, width: int, activation: Callable, key):
+def mlp_head(in_size: int, n_outputs: int, width: int, activation: Callable, key):
     return eqx.nn.MLP(in_size, n_outputs, width, 1, activation=activation, key=key)
 
 
@@ -161,11 +161,11 @@ class CNN(EMGRegressor):
                  kernel_sizes: Sequence[int] = (12, 11, 11), head_width: int = 64,
                  activation: Callable = jax.nn.gelu, key: PRNGKeyArray):
         channels, kernel_sizes = tuple(channels), tuple(kernel_sizes)
-        _check_sizes("CNN", n_inputs=n_inputs, n_outputs=n_outputs, channels=channels,
+        check_sizes("CNN", n_inputs=n_inputs, n_outputs=n_outputs, channels=channels,
                      kernel_sizes=kernel_sizes, head_width=head_width)
         fkey, hkey = jax.random.split(key)
         self.features = ConvStack(n_inputs, channels, kernel_sizes, activation, key=fkey)
-        self.head = _mlp_head(channels[-1], n_outputs, head_width, activation, hkey)
+        self.head = mlp_head(channels[-1], n_outputs, head_width, activation, hkey)
         self.receptive_field = self.features.receptive_field
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs
@@ -194,12 +194,12 @@ class TCN(EMGRegressor):
                  head_width: int = 64, activation: Callable = jax.nn.gelu,
                  key: PRNGKeyArray):
         dilations = tuple(dilations)
-        _check_sizes("TCN", n_inputs=n_inputs, n_outputs=n_outputs, channels=channels,
+        check_sizes("TCN", n_inputs=n_inputs, n_outputs=n_outputs, channels=channels,
                      kernel_size=kernel_size, dilations=dilations, head_width=head_width)
         fkey, hkey = jax.random.split(key)
         self.features = ResidualDilatedConv(n_inputs, channels, kernel_size, dilations,
                                             activation, key=fkey)
-        self.head = _mlp_head(channels, n_outputs, head_width, activation, hkey)
+        self.head = mlp_head(channels, n_outputs, head_width, activation, hkey)
         self.receptive_field = self.features.receptive_field
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs
@@ -225,12 +225,12 @@ class MLP(EMGRegressor):
     def __init__(self, n_inputs: int, n_outputs: int, *, window: int = 32, width: int = 64,
                  depth: int = 1, head_width: int = 64, activation: Callable = jax.nn.gelu,
                  key: PRNGKeyArray):
-        _check_sizes("MLP", n_inputs=n_inputs, n_outputs=n_outputs, window=window, width=width,
+        check_sizes("MLP", n_inputs=n_inputs, n_outputs=n_outputs, window=window, width=width,
                      depth=depth, head_width=head_width)
         fkey, hkey = jax.random.split(key)
         self.features = SlidingWindowMLP(n_inputs, window, width, width, depth, activation,
                                          key=fkey)
-        self.head = _mlp_head(width, n_outputs, head_width, activation, hkey)
+        self.head = mlp_head(width, n_outputs, head_width, activation, hkey)
         self.receptive_field = window
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import EMGRegressor
-from ._cnn import _check_sizes, _mlp_head
+from ._cnn import check_sizes, mlp_head
 
 
 class ScannedGRU(eqx.Module):
@@ -69,11 +69,11 @@ class GRU(EMGRegressor):
     def __init__(self, n_inputs: int, n_outputs: int, *, hidden_size: int = 32,
                  window: int = 32, head_width: int = 64, activation: Callable = jax.nn.gelu,
                  key: PRNGKeyArray):
-        _check_sizes("GRU", n_inputs=n_inputs, n_outputs=n_outputs, hidden_size=hidden_size,
+        check_sizes("GRU", n_inputs=n_inputs, n_outputs=n_outputs, hidden_size=hidden_size,
                      window=window, head_width=head_width)
         fkey, hkey = jax.random.split(key)
         self.features = ScannedGRU(n_inputs, hidden_size, window, key=fkey)
-        self.head = _mlp_head(hidden_size, n_outputs, head_width, activation, hkey)
+        self.head = mlp_head(hidden_size, n_outputs, head_width, activation, hkey)
         self.receptive_field = window
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs

@@ -2,11 +2,11 @@
 
 Files (private; the names below are the public surface):
 - `_residuals.py`: central finite differences, the joint equation-of-motion residual
-  (REFERENCE.md §5), the muscle-model consistency residual, and EMG envelope → activation
+  (Zhang et al. 2022), the muscle-model consistency residual, and EMG envelope → activation
   by De Groote's first-order activation dynamics.
 
 Every residual returns one dimensionless value per interior sample and per equation; the
-caller squares, weights and reduces (DESIGN.md principle 9).
+caller squares, weights and reduces.
 """
 
 from ._residuals import emg_to_activation as emg_to_activation

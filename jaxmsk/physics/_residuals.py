@@ -2,17 +2,17 @@
 
 A network that maps EMG to joint angles q(t) and muscle forces F(t) is trained with the
 equation of motion as a soft constraint (Zhang et al., IEEE TIM 72:2500811, 2022;
-REFERENCE.md §5). The functions here return the residual of every equation at every
-interior sample, made dimensionless; the caller squares, weights and reduces them
-(DESIGN.md principle 9), e.g. ``jnp.mean(equation_of_motion_residual(...) ** 2)``.
+see docs/learning.md). The functions here return the residual of every equation at every
+interior sample, made dimensionless; the caller squares, weights and reduces them,
+e.g. ``jnp.mean(equation_of_motion_residual(...) ** 2)``.
 
 Time series have time along axis 0 and are sampled uniformly every ``dt`` seconds. Velocities
 and accelerations come from second-order central differences, so residuals exist at the
 interior samples only: row k of every residual belongs to sample k + 1 of the input
 (time ``t[1:-1]``), and a sequence of T samples gives T − 2 rows. The residuals of the exact
-solution of the model therefore shrink as O(dt²), the convergence check of REFERENCE.md §5.
+solution of the model therefore shrink as O(dt²), which the tests check.
 
-Write for one sequence and `jax.vmap` over a batch of sequences (DESIGN.md principle 5).
+Write for one sequence and `jax.vmap` over a batch of sequences.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import as_float_array, check_finite, check_positive
 from .._model import Model
-from ..muscle._activation import DeGrooteActivation
-from ..muscle._validation import as_float_array, check_finite, check_positive
+from ..muscle._degroote_activation import DeGrooteActivation
 
 
 # ---------------------------------------------------------------------------------------
-# Input checks (shapes raise at trace time; values use the two-tier checks of _validation)
+# Input checks (shapes raise at trace time; values use the two-tier checks of jaxmsk._checks)
 # ---------------------------------------------------------------------------------------
 def _series(name: str, x: ArrayLike, n: int, what: str, fn: str) -> Array:
     """`x` as a float (T, n) array with T >= 3, else a ValueError naming it and the fix."""
@@ -72,8 +72,8 @@ def _step(dt: ArrayLike) -> Array:
 # Finite differences
 # ---------------------------------------------------------------------------------------
 def finite_differences(
-    q: Float[ArrayLike, "time *dims"], dt: float | Float[ArrayLike, ""]
-) -> tuple[Float[Array, "time-2 *dims"], Float[Array, "time-2 *dims"]]:
+    q: Float[ArrayLike, "time *dims"], dt: float | Float[ArrayLike, ""]  # noqa: F821, UP037
+) -> tuple[Float[Array, "time-2 *dims"], Float[Array, "time-2 *dims"]]:  # noqa: F821, UP037
     """Velocity and acceleration by second-order central differences along axis 0.
 
         q̇_k = (q_{k+1} − q_{k−1}) / (2·dt),   q̈_k = (q_{k+1} − 2·q_k + q_{k−1}) / dt²
@@ -126,7 +126,7 @@ def equation_of_motion_residual(
 
         r_k = [M(q_k)·q̈_k + bias(q_k, q̇_k) − Σ passive(q_k, q̇_k) − R(q_k)ᵀ·F_k] / scale
 
-    at every interior sample k (REFERENCE.md §5), with q̇, q̈ from `finite_differences`
+    at every interior sample k, with q̇, q̈ from `finite_differences`
     and R the moment arms of `model.path` (r = −∂l_MT/∂q). Zero for the exact motion of the
     model driven by the forces F, up to the O(dt²) error of the differences. Linear in F.
 
@@ -316,7 +316,8 @@ def emg_to_activation(
     envelope = check_finite("envelope", envelope)
     fs = as_float_array(fs)
     if fs.shape != ():
-        raise ValueError(f"{fn}: fs has shape {fs.shape}; pass the sampling rate as one scalar (Hz).")
+        raise ValueError(f"{fn}: fs has shape {fs.shape}; pass the sampling rate as one scalar "
+                         "(Hz).")
     fs = check_positive("fs", fs)
     n = envelope.shape[1]
     dyn = DeGrooteActivation(tau_act=tau_act, tau_deact=tau_deact, smoothing=smoothing)
@@ -330,7 +331,8 @@ def emg_to_activation(
     else:
         a0 = as_float_array(activation0)
         if a0.shape not in ((), (n,)):
-            raise ValueError(f"{fn}: activation0 has shape {a0.shape}; pass a scalar or shape ({n},).")
+            raise ValueError(f"{fn}: activation0 has shape {a0.shape}; pass a scalar or shape "
+                             f"({n},).")
         a0 = jnp.broadcast_to(check_finite("activation0", a0), (n,))
     dtype = jnp.result_type(envelope, a0, fs, dyn.tau_act)
     envelope, a0 = envelope.astype(dtype), a0.astype(dtype)

@@ -3,10 +3,15 @@
 Files (private; the names below are the public surface):
 - `_chain.py`: `SerialChain`, n revolute joints; M, bias and q̈ from the Lagrangian by autodiff.
 - `_hinge.py`: `Hinge`, one DoF with constant inertia and a sinusoidal gravity moment.
+- `_base.py`: `AbstractSkeleton`, `AbstractPassive`, the interfaces a `Model` uses.
+- `_slider.py`: `Slider`, one translational DoF.
+- `_path.py`: `PolynomialPath`, MTU lengths and moment arms as polynomials of q.
 - `_passive.py`: `JointPassive` (smooth damping/spring/limits), and OpenSim's
   `CoordinateLimitForce` and `SpringGeneralizedForce` reproduced exactly.
 """
 
+from ._base import AbstractPassive as AbstractPassive
+from ._base import AbstractSkeleton as AbstractSkeleton
 from ._chain import SerialChain as SerialChain
 from ._hinge import Hinge as Hinge
 from ._passive import CoordinateLimitForce as CoordinateLimitForce

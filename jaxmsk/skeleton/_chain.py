@@ -32,7 +32,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ..muscle._validation import as_float_array, check_finite, check_nonnegative, is_concrete
+from .._checks import as_float_array, check_finite, check_nonnegative, is_concrete
+from ._base import AbstractSkeleton
 
 STANDARD_GRAVITY = (0.0, -9.80665, 0.0)  # m/s², OpenSim's default (y up)
 _ROTATION_TOL = 1e-6  # |RᵀR − I| and |det R − 1| allowed in rotation fields
@@ -101,7 +102,7 @@ def _check_inertia(owner: str, inertia: Array) -> None:
         )
 
 
-class SerialChain(eqx.Module):
+class SerialChain(AbstractSkeleton):
     """A serial chain of n single-axis revolute joints (see the module docstring for frames).
 
     Equation of motion, as every jaxmsk skeleton writes it: M(q)·q̈ + bias(q, q̇) = τ, with
@@ -230,7 +231,9 @@ class SerialChain(eqx.Module):
         _, (rotations, origins) = jax.lax.scan(joint, init, per_joint, unroll=True)
         return rotations, origins
 
-    def body_transforms(self, q: ArrayLike) -> tuple[Float[Array, "dofs 3 3"], Float[Array, "dofs 3"]]:
+    def body_transforms(
+        self, q: ArrayLike
+    ) -> tuple[Float[Array, "dofs 3 3"], Float[Array, "dofs 3"]]:
         """Pose of every body in ground at joint angles q (rad).
 
         Returns:
@@ -323,7 +326,8 @@ class SerialChain(eqx.Module):
             acc_com.append(acc_origin + jnp.cross(alpha, r) + jnp.cross(omega, jnp.cross(omega, r)))
             omegas.append(omega)
             alphas.append(alpha)
-            acc_origin_prev, origin_prev, omega_prev, alpha_prev = acc_origin, origins[b], omega, alpha
+            acc_origin_prev, origin_prev = acc_origin, origins[b]
+            omega_prev, alpha_prev = omega, alpha
         # ... then backward forces and moments about each joint origin.
         force = jnp.zeros(3, dtype)
         moment = jnp.zeros(3, dtype)

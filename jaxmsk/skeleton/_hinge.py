@@ -14,13 +14,12 @@ back) for θ slightly above it. No Coriolis term exists for one DoF.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ..muscle._validation import (as_float_array, check_finite, check_nonnegative,
-                                  check_positive, is_concrete)
+from .._checks import as_float_array, check_finite, check_nonnegative, check_positive, is_concrete
+from ._base import AbstractSkeleton
 
 
 def _scalar(name: str, x: ArrayLike) -> Array:
@@ -30,7 +29,7 @@ def _scalar(name: str, x: ArrayLike) -> Array:
     return jnp.reshape(x, ())
 
 
-class Hinge(eqx.Module):
+class Hinge(AbstractSkeleton):
     """One revolute degree of freedom with a constant inertia and a sinusoidal gravity load.
 
     Interchangeable with a one-joint `SerialChain` (same methods; q, q̇, τ of shape (1,)).
@@ -65,7 +64,8 @@ class Hinge(eqx.Module):
         a·cos θ + b·sin θ + c, so I = M(0) and G(θ) is fixed by G(0) and G(π/2).
         """
         if chain.n_dofs != 1:
-            raise ValueError(f"Hinge.from_chain needs a one-joint chain, got {chain.n_dofs} joints.")
+            raise ValueError(
+                f"Hinge.from_chain needs a one-joint chain, got {chain.n_dofs} joints.")
         if not is_concrete(chain.mass):
             raise ValueError("Hinge.from_chain needs concrete chain fields (call it outside jit).")
         zero = jnp.zeros(1, dtype=chain.mass.dtype)

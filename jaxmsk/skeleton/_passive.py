@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._misc import smoothstep5
-from ..muscle._validation import (as_float_array, check_finite, check_nonnegative,
-                                  check_positive, is_concrete)
+from .._checks import as_float_array, check_finite, check_nonnegative, check_positive, is_concrete
+from .._numerics import smoothstep5
+from ._base import AbstractPassive
 
 _DEG = math.pi / 180.0  # SimTK_DEGREE_TO_RADIAN
 
@@ -34,7 +34,7 @@ def _vector(owner: str, q: ArrayLike, name: str) -> Array:
     return q
 
 
-class JointPassive(eqx.Module):
+class JointPassive(AbstractPassive):
     """Per-DoF passive moments: viscous damping, a linear spring and smooth range limits.
 
         moment = −damping·q̇ − stiffness·(q − rest_angle)
@@ -77,14 +77,16 @@ class JointPassive(eqx.Module):
             shape = jnp.broadcast_shapes(*(v.shape for v in values))
         except ValueError:
             shapes = ", ".join(f"{n}={v.shape}" for n, v in zip(names, values))
-            raise ValueError(f"JointPassive fields disagree on the number of DoFs ({shapes}).") from None
+            raise ValueError(
+                f"JointPassive fields disagree on the number of DoFs ({shapes}).") from None
         shape = shape if shape != () else (1,)
         dtype = jnp.result_type(*values)
         v = {n: jnp.broadcast_to(x.astype(dtype), shape) for n, x in zip(names, values)}
         for n in ("damping", "stiffness", "limit_stiffness"):
             v[n] = check_nonnegative(f"JointPassive.{n}", v[n])
         v["rest_angle"] = check_finite("JointPassive.rest_angle", v["rest_angle"])
-        v["limit_transition"] = check_positive("JointPassive.limit_transition", v["limit_transition"])
+        v["limit_transition"] = check_positive("JointPassive.limit_transition",
+                                               v["limit_transition"])
         lo, hi = v["lower_limit"], v["upper_limit"]
         msg = ("JointPassive limits must satisfy lower_limit < upper_limit (rad), neither NaN, "
                "lower_limit < +inf and upper_limit > -inf; use ±inf for no limit.")
@@ -128,7 +130,7 @@ class JointPassive(eqx.Module):
         return jnp.where(finite, jax.nn.softplus(x), 0.0)
 
 
-class CoordinateLimitForce(eqx.Module):
+class CoordinateLimitForce(AbstractPassive):
     """OpenSim's `CoordinateLimitForce` on one coordinate, reproduced exactly.
 
     With q in rad, w = π/180 (rotational; 1 for a translational coordinate), stiffnesses
@@ -164,7 +166,8 @@ class CoordinateLimitForce(eqx.Module):
                  lower_stiffness: ArrayLike, lower_limit: ArrayLike, damping: ArrayLike = 0.001,
                  transition: ArrayLike = 0.1, rotational: bool = True):
         if int(coordinate) != coordinate or coordinate < 0:
-            raise ValueError(f"CoordinateLimitForce.coordinate must be an index >= 0, got {coordinate!r}.")
+            raise ValueError("CoordinateLimitForce.coordinate must be an index >= 0, got "
+                             f"{coordinate!r}.")
         self.coordinate = int(coordinate)
         self.rotational = bool(rotational)
         own = "CoordinateLimitForce"
@@ -194,7 +197,7 @@ class CoordinateLimitForce(eqx.Module):
         return jnp.zeros_like(q * f).at[self.coordinate].set(f)
 
 
-class SpringGeneralizedForce(eqx.Module):
+class SpringGeneralizedForce(AbstractPassive):
     """OpenSim's `SpringGeneralizedForce`: force = −stiffness·(q − rest_length) − viscosity·q̇.
 
     Args (OpenSim's properties; SI units of the coordinate, no degree conversion):
@@ -213,7 +216,8 @@ class SpringGeneralizedForce(eqx.Module):
     def __init__(self, coordinate: int, stiffness: ArrayLike = 0.0, rest_length: ArrayLike = 0.0,
                  viscosity: ArrayLike = 0.0):
         if int(coordinate) != coordinate or coordinate < 0:
-            raise ValueError(f"SpringGeneralizedForce.coordinate must be an index >= 0, got {coordinate!r}.")
+            raise ValueError("SpringGeneralizedForce.coordinate must be an index >= 0, got "
+                             f"{coordinate!r}.")
         self.coordinate = int(coordinate)
         own = "SpringGeneralizedForce"
         for name, value in (("stiffness", stiffness), ("rest_length", rest_length),

@@ -32,7 +32,7 @@ def monomial_exponents(n_dofs: int, degree: int) -> tuple[tuple[int, ...], ...]:
 # `length_and_moment_arms` contracts a dense coefficient tensor of (degree + 1)^n_dofs
 # entries per muscle while it has at most this many (arm26: 11² = 121), else it gathers
 # the monomials (a tensor grows exponentially with the coordinates).
-_DENSE_MAX_ENTRIES = 4096
+DENSE_MAX_ENTRIES = 4096
 
 
 class PolynomialPath(eqx.Module):
@@ -117,7 +117,7 @@ class PolynomialPath(eqx.Module):
         for _ in range(self.degree):
             powers.append(powers[-1] * x)
         table = jnp.stack(powers, axis=-1)  # (dofs, degree + 1): x_j^k
-        if (self.degree + 1) ** self.n_dofs <= _DENSE_MAX_ENTRIES:
+        if (self.degree + 1) ** self.n_dofs <= DENSE_MAX_ENTRIES:
             return self._dense_length_and_moment_arms(table)
         exps = np.asarray(self.exponents)  # (terms, dofs), static
         rows = np.arange(self.n_dofs)[None, :]
@@ -138,7 +138,7 @@ class PolynomialPath(eqx.Module):
         C[m, e_0, …, e_{n−1}] (zero where Σe > degree) with the per-coordinate power vectors
         and their derivatives: matrix products only, no gathers. Under vmap on CPU this is
         about 2× faster than the gather form (arm26: 0.21 against 0.41 µs per state at batch
-        1024), and is used while the tensor has at most `_DENSE_MAX_ENTRIES` entries per
+        1024), and is used while the tensor has at most `DENSE_MAX_ENTRIES` entries per
         muscle."""
         n, deg = self.n_dofs, self.degree
         exps = np.asarray(self.exponents)
@@ -177,8 +177,8 @@ class PolynomialPath(eqx.Module):
 
         For each degree 1 … max_degree the polynomial is fitted on a random (1 − holdout)
         share of the samples and scored per muscle by its held-out RMS error; each muscle is
-        refitted on all samples at its own best degree (`degree` is the largest). The held-out RMS and
-        max errors (m) of the chosen degree are stored in `fit_rms`, `fit_max` (and
+        refitted on all samples at its own best degree (`degree` is the largest). The held-out
+        RMS and max errors (m) of the chosen degree are stored in `fit_rms`, `fit_max` (and
         `fit_moment_arm_rms`, `fit_moment_arm_max`).
 
         Args:

@@ -6,10 +6,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ..muscle._validation import as_float_array, check_finite, check_positive
+from .._checks import finite, positive
+from ._base import AbstractSkeleton
 
 
-class Slider(eqx.Module):
+class Slider(AbstractSkeleton):
     """A body of `mass` (kg) translating along one axis, coordinate x (m).
 
     `gravity` (m/s²) is the component of gravitational acceleration along +x. Equation of
@@ -17,12 +18,8 @@ class Slider(eqx.Module):
     bias = −mass·gravity; τ is the generalised force (N).
     """
 
-    mass: Array
-    gravity: Array
-
-    def __init__(self, mass: ArrayLike, gravity: ArrayLike = 0.0):
-        self.mass = check_positive("Slider.mass", as_float_array(mass))
-        self.gravity = check_finite("Slider.gravity", as_float_array(gravity))
+    mass: Array = eqx.field(converter=positive("Slider.mass"))
+    gravity: Array = eqx.field(default=0.0, converter=finite("Slider.gravity"))
 
     @property
     def n_dofs(self) -> int:

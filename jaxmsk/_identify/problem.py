@@ -1,13 +1,13 @@
 """The objective of `identify`: trials, fittable parameters and the residual problem.
 
-- `IdentificationTrial` and `_trial`: a trial's inputs, checked, with its start velocity;
+- `IdentificationTrial` and `as_trial`: a trial's inputs, checked, with its start velocity;
 - `EMGExcitation`: the CEINMS-style EMG → excitation model whose parameters can be fitted;
-- `_params`, `_apply`: the fittable parameters, their bounds (x = lo + (hi − lo)·sigmoid(θ))
-  and how θ becomes a model;
-- `_units`, `_Problem`: trials cut into shooting segments, simulated together under `vmap`,
+- `parameters_to_fit`, `apply_parameters`: the fittable parameters, their bounds
+  (x = lo + (hi − lo)·sigmoid(θ)) and how θ becomes a model;
+- `shooting_units`, `Problem`: trials cut into shooting segments, simulated together under `vmap`,
   and the weighted residuals (kinematics, moments, continuity defects).
 
-Split from `_identify.py` (the optimisers are in `_identify_optim.py`); the public names are
+Split from `identify.py` (the optimisers are in `optim.py`); the public names are
 re-exported from `jaxmsk`.
 """
 
@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._model import Model
-from ._scale import SCALABLE
-from ._simulate import _solve
-from .muscle._emg_activation import activation_nonlinearity
-from .skeleton import JointPassive
+from .._model import Model
+from .._scale import SCALABLE, scale_parameters
+from .._simulate import integrate
+from ..muscle._ceinms import activation_nonlinearity
+from ..skeleton import JointPassive
 
 ALIASES = {"F_max": "max_isometric_force", "l_opt": "optimal_fiber_length",
            "l_ts": "tendon_slack_length", "alpha_opt": "pennation_angle",
@@ -75,7 +75,7 @@ class IdentificationTrial:
         name: a label for reports.
         qdot0: the initial joint velocities (dofs,) in rad/s if known (e.g. zeros for a
             trial that starts at rest); default: the slope at the first sample of a
-            quadratic least-squares fit to the first 0.1 s of q (`_start_velocity`). It
+            quadratic least-squares fit to the first 0.1 s of q (`start_velocity`). It
             only starts the fit when initial states are fitted (`fit_initial_state`).
     """
 
@@ -139,7 +139,7 @@ class EMGExcitation(eqx.Module):
         return jnp.clip(activation_nonlinearity(u, A), self.minimum, 1.0)
 
 
-def _start_velocity(ts: np.ndarray, q: np.ndarray, window: float = 0.1) -> np.ndarray:
+def start_velocity(ts: np.ndarray, q: np.ndarray, window: float = 0.1) -> np.ndarray:
     """q̇ at ts[0]: the linear coefficient of a quadratic least-squares fit to the samples in
     the first `window` s (at least 3). A three-point difference amplifies angle noise by
     ~2.5/dt: 0.25° of noise at 100 Hz gives 1.15 rad/s of error (sd), against 0.16 rad/s here
@@ -151,7 +151,7 @@ def _start_velocity(ts: np.ndarray, q: np.ndarray, window: float = 0.1) -> np.nd
     return coef[1]
 
 
-def _trial(i: int, trial, model: Model) -> IdentificationTrial:
+def as_trial(i: int, trial, model: Model) -> IdentificationTrial:
     """Validate one trial (tuple `(ts, excitation, q)`, mapping or IdentificationTrial)."""
     if isinstance(trial, IdentificationTrial):
         t = trial
@@ -174,10 +174,11 @@ def _trial(i: int, trial, model: Model) -> IdentificationTrial:
             a = a[:, None]
         if a.shape != shape:
             raise ValueError(f"identify: {name}: {label} has shape {a.shape}; expected {shape} "
-                             f"(time, {'dofs' if label in ('q', 'moments', 'qdot0') else 'muscles'}) with "
+                             f"(time, "
+                             f"{'dofs' if label in ('q', 'moments', 'qdot0') else 'muscles'}) with "
                              f"len(ts) = {shape[0]} rows and one column per "
-                             f"{'coordinate' if label in ('q', 'moments', 'qdot0') else 'muscle'} in "
-                             "model order.")
+                             f"{'coordinate' if label in ('q', 'moments', 'qdot0') else 'muscle'}"
+                             " in model order.")
         if not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(a))[0]
             raise ValueError(f"identify: {name}: {label} contains NaN or inf (first at row "
@@ -201,7 +202,7 @@ def _trial(i: int, trial, model: Model) -> IdentificationTrial:
     q = arr("q", t.q, (n, d))
     moments = None if t.moments is None else arr("moments", t.moments, (n, d))
     if t.qdot0 is None:
-        qdot0 = _start_velocity(ts, q)
+        qdot0 = start_velocity(ts, q)
     else:
         qdot0 = arr("qdot0", np.reshape(t.qdot0, (1, -1)), (1, d))[0]
     return IdentificationTrial(ts=ts, q=q, excitation=u if drive == "excitation" else None,
@@ -211,7 +212,7 @@ def _trial(i: int, trial, model: Model) -> IdentificationTrial:
 
 # -- parameters --------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _Param:
+class Parameter:
     name: str
     kind: str  # "scale" (x = nominal·s, fitted s) or "value" (fitted x)
     lo: float
@@ -231,7 +232,7 @@ class _Param:
         return len(self.nominal_values)
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in FITTABLE:
         raise ValueError(f"identify: cannot fit {name!r}; fittable parameters are "
@@ -239,7 +240,7 @@ def _canonical(name: str) -> str:
     return name
 
 
-def _with_joint_passive(model: Model) -> tuple[Model, int]:
+def with_joint_passive(model: Model) -> tuple[Model, int]:
     """The model and the index of its `JointPassive` element (one is appended if absent)."""
     for i, p in enumerate(model.passive):
         if isinstance(p, JointPassive):
@@ -249,13 +250,13 @@ def _with_joint_passive(model: Model) -> tuple[Model, int]:
     return eqx.tree_at(lambda m: m.passive, model, model.passive + (extra,)), len(model.passive)
 
 
-def _params(model: Model, emg_model: EMGExcitation, fit: Sequence[str],
-            bounds: Mapping[str, tuple[float, float]], joint_index: int) -> list[_Param]:
+def parameters_to_fit(model: Model, emg_model: EMGExcitation, fit: Sequence[str],
+            bounds: Mapping[str, tuple[float, float]], joint_index: int) -> list[Parameter]:
     muscles = model.muscle_names or tuple(f"muscle{i}" for i in range(model.n_muscles))
     dofs = model.coordinate_names or tuple(f"q{i}" for i in range(model.n_dofs))
     out = []
     for raw in fit:
-        name = _canonical(raw)
+        name = canonical_name(raw)
         if name in (p.name for p in out):
             raise ValueError(f"identify: {name!r} is named twice in fit.")
         lo, hi = (float(v) for v in bounds.get(name, DEFAULT_BOUNDS[name]))
@@ -283,27 +284,28 @@ def _params(model: Model, emg_model: EMGExcitation, fit: Sequence[str],
         if kind == "scale" and not (lo < 1 < hi):
             raise ValueError(f"identify: bounds for {name} are scale factors relative to the "
                              f"given model and must contain 1, got ({lo}, {hi}).")
-        out.append(_Param(name, kind, lo, hi, labels, tuple(float(v) for v in np.ravel(nominal))))
+        out.append(Parameter(name, kind, lo, hi, labels,
+                             tuple(float(v) for v in np.ravel(nominal))))
     return out
 
 
-def _to_theta(p: _Param, x: np.ndarray) -> np.ndarray:
+def to_theta(p: Parameter, x: np.ndarray) -> np.ndarray:
     """θ for physical value x (or scale, for scale kinds), nudged inside the bounds."""
     z = (np.asarray(x, float) - p.lo) / (p.hi - p.lo)
     z = np.clip(z, 1e-3, 1 - 1e-3)
     return np.log(z) - np.log1p(-z)
 
 
-def _from_theta(p: _Param, theta: Array) -> Array:
+def from_theta(p: Parameter, theta: Array) -> Array:
     """Scale factor (scale kinds) or value (value kinds) for θ."""
     return p.lo + (p.hi - p.lo) * jax.nn.sigmoid(theta)
 
 
-def _apply(model: Model, emg_model: EMGExcitation, params: Sequence[_Param], phys: dict,
-           joint_index: int) -> tuple[Model, EMGExcitation]:
+def apply_parameters(model: Model, emg_model: EMGExcitation, params: Sequence[Parameter],
+                     phys: dict, joint_index: int) -> tuple[Model, EMGExcitation]:
     scales = {}
     for p in params:
-        v = _from_theta(p, phys[p.name])
+        v = from_theta(p, phys[p.name])
         if p.name in SCALABLE:
             scales[p.name] = v
         elif p.name in ACTIVATION:
@@ -317,21 +319,13 @@ def _apply(model: Model, emg_model: EMGExcitation, params: Sequence[_Param], phy
             field = p.name.removeprefix("joint_")
             model = eqx.tree_at(lambda m, f=field: getattr(m.passive[joint_index], f), model, v)
     if scales:
-        model = _scale_traced(model, scales)
+        model = scale_parameters(model, check=False, **scales)  # sigmoid: > 0 by construction
     return model, emg_model
-
-
-def _scale_traced(model: Model, scales: dict) -> Model:
-    """scale_parameters without its concrete-value checks (the sigmoid keeps scales > 0)."""
-    params = model.muscles.params
-    names = list(scales)
-    values = [getattr(params, k) * scales[k] for k in names]
-    return eqx.tree_at(lambda m: [getattr(m.muscles.params, k) for k in names], model, values)
 
 
 # -- the problem -------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _Unit:
+class ShootingUnit:
     trial: int
     start: int
     stop: int  # inclusive sample index
@@ -339,7 +333,8 @@ class _Unit:
     free: int  # index into the free shooting states (segment > 0), else -1
 
 
-def _units(trials: Sequence[IdentificationTrial], interval: float | None) -> list[_Unit]:
+def shooting_units(trials: Sequence[IdentificationTrial],
+                   interval: float | None) -> list[ShootingUnit]:
     units, n_free = [], 0
     for i, t in enumerate(trials):
         n = t.ts.shape[0]
@@ -354,11 +349,11 @@ def _units(trials: Sequence[IdentificationTrial], interval: float | None) -> lis
         for k in range(len(cuts) - 1):
             free = -1 if k == 0 else n_free
             n_free += k > 0
-            units.append(_Unit(i, cuts[k], cuts[k + 1], k, free))
+            units.append(ShootingUnit(i, cuts[k], cuts[k + 1], k, free))
     return units
 
 
-class _Problem(eqx.Module):
+class Problem(eqx.Module):
     """Arrays of the measured data (leaves) and the static layout of the residual vector."""
 
     model: Model
@@ -388,7 +383,7 @@ class _Problem(eqx.Module):
 
     def simulate_units(self, theta: dict, adjoint) -> tuple[list, list, list, Model]:
         """Per group: states at the unit samples, the solver's success flags and excitations."""
-        model, emg_model = _apply(self.model, self.emg_model, self.params, theta["phys"],
+        model, emg_model = apply_parameters(self.model, self.emg_model, self.params, theta["phys"],
                                   self.joint_index)
         u_trials = self.excitations(emg_model)
         out_states, out_ok = [], []
@@ -406,13 +401,14 @@ class _Problem(eqx.Module):
             if first.all():
                 y0 = y_first
             else:
-                y_free = jax.tree_util.tree_map(lambda a: a[free_idx], theta["shoot"])
+                y_free = jax.tree_util.tree_map(lambda a, i=free_idx: a[i], theta["shoot"])
                 y0 = jax.tree_util.tree_map(
-                    lambda a, b: jnp.where(first.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+                    lambda a, b, first=first: jnp.where(
+                        first.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
                     y_first, y_free)
 
             def one(y0_, ts_, exc_):
-                sol = _solve(model, y0_, ts_, exc_, solver=self.solver, rtol=self.rtol,
+                sol = integrate(model, y0_, ts_, exc_, solver=self.solver, rtol=self.rtol,
                              atol=self.atol, max_steps=self.max_steps, adjoint=adjoint,
                              throw=False)
                 return sol.ys, sol.result == diffrax.RESULTS.successful
@@ -431,7 +427,7 @@ class _Problem(eqx.Module):
         for group, ys, ok in zip(self.groups, states, oks):
             us = [self.units[j] for j in group]
             q_meas = jnp.stack([self.q[u.trial][u.start:u.stop + 1] for u in us])
-            keep = _keep(us, q_meas.shape[1])
+            keep = segment_weights(us, q_meas.shape[1])
             r = (ys.q - q_meas) / self.q_sigma * keep[..., None]
             rq.append(jnp.where(ok[:, None, None], r, 1e3).reshape(-1))
             if any(self.moments[u.trial] is not None for u in us):
@@ -444,7 +440,8 @@ class _Problem(eqx.Module):
                 r = (total - m_meas) / self.moment_sigma * (keep * has[:, None])[..., None]
                 rm.append(jnp.where(ok[:, None, None], r, 1e3).reshape(-1))
             ends.append(jax.tree_util.tree_map(
-                lambda a: jnp.where(ok.reshape((-1,) + (1,) * (a.ndim - 2)), a[:, -1], 0.0), ys))
+                lambda a, ok=ok: jnp.where(ok.reshape((-1,) + (1,) * (a.ndim - 2)), a[:, -1], 0.0),
+                ys))
             end_ok.append(ok)
         defects = []
         if theta["shoot"] is not None:
@@ -485,7 +482,7 @@ class _Problem(eqx.Module):
         return nq, nm, n_free * per_state
 
 
-def _keep(us, n: int) -> np.ndarray:
+def segment_weights(us, n: int) -> np.ndarray:
     """(units, n) weights: the first sample of a later segment is the previous segment's
     last, so it is counted once."""
     keep = np.ones((len(us), n))

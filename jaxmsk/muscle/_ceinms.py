@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import as_float_array as _as_float
+from .._checks import check_broadcast as _check_broadcast
+from .._checks import concrete_fields as _concrete_fields
+from .._checks import require as _require
 from .._custom_types import PerMuscle, PerMuscleLike
-from ._validation import as_float_array as _as_float
-from ._validation import check_broadcast as _check_broadcast
-from ._validation import concrete_fields as _concrete_fields
-from ._validation import require as _require
 
 _LINEAR_LIMIT = 1e-4
 """|A| below which the non-linearity uses its Taylor series in A (error O(A³) ≲ 1e-14)."""
@@ -147,7 +147,7 @@ class CEINMSActivation(eqx.Module):
             emg, ~jnp.all(jnp.isfinite(emg)), "CEINMSActivation: emg contains NaN or inf."
         )
 
-    def neural_activation(self, emg: Float[ArrayLike, "time *muscles"]) -> Array:
+    def neural_activation(self, emg: Float[ArrayLike, "time *muscles"]) -> Array:  # noqa: F821
         """Neural activation u[n] (dimensionless) from sampled EMG.
 
         Args:
@@ -172,7 +172,7 @@ class CEINMSActivation(eqx.Module):
         _, u = jax.lax.scan(step, (zeros, zeros), e)
         return u
 
-    def __call__(self, emg: Float[ArrayLike, "time *muscles"]) -> Array:
+    def __call__(self, emg: Float[ArrayLike, "time *muscles"]) -> Array:  # noqa: F821
         """Muscle activation a[n] (dimensionless, in [0, 1] for EMG in [0, 1]).
 
         Args:

@@ -25,76 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._model import Model
-from ._scale import scale_parameters
-from .data._dataset import Dataset
-from .data._subjects import _scale_fields
-from .nn import head_filter
-from .data._emg import delay as shift_in_time
-from .physics import emg_to_activation, equation_of_motion_residual, muscle_consistency_residual
+from .._model import Model
+from .._scale import scale_damping, scale_parameters, scale_segments
+from ..data._dataset import Dataset
+from ..data._emg import delay as shift_in_time
+from ..data._segments import Segments, make_segments
+from ..nn import head_filter
+from ..physics import emg_to_activation, equation_of_motion_residual, muscle_consistency_residual
+from .loop import EarlyStopping, batch_rng
 
 if TYPE_CHECKING:
     import optax
-
-
-@dataclasses.dataclass(frozen=True)
-class Segments:
-    """Training segments: sEMG (n, receptive_field + length − 1, channels) and the labels of
-    the `length` samples the network predicts from it: q (n, length, dofs) rad, forces
-    (n, length, muscles) N; subject (n,) index into `subjects`."""
-
-    emg: np.ndarray
-    q: np.ndarray
-    forces: np.ndarray
-    subject: np.ndarray
-    subjects: tuple[str, ...]
-    fs: float
-
-    def __len__(self) -> int:
-        return len(self.emg)
-
-    def take(self, idx) -> Segments:
-        return dataclasses.replace(self, emg=self.emg[idx], q=self.q[idx],
-                                   forces=self.forces[idx], subject=self.subject[idx])
-
-
-def make_segments(dataset: Dataset, receptive_field: int, length: int = 64,
-                  stride: int | None = None, *, cover_end: bool = False) -> Segments:
-    """Cut every processed trial into segments that give `length` consecutive predictions.
-
-    Args:
-        dataset: processed trials (`Dataset.process()`), with q and force labels.
-        receptive_field: the network's window (samples).
-        length: predictions per segment (the physics residual differentiates along them).
-        stride: step between segment starts (default `length`: no overlap).
-        cover_end: add, where the stride misses them, a last segment ending on each trial's
-            last sample, so that every sample after the first window is a label.
-    """
-    stride = stride or length
-    span = receptive_field + length - 1
-    emg, q, f, subj = [], [], [], []
-    subjects = dataset.subjects
-    fs = None
-    for t in dataset.trials:
-        if not t.processed or t.q is None or t.forces is None:
-            raise ValueError(f"trial {t.subject}/{t.name}: training needs processed sEMG "
-                             "(Dataset.process()) and both q and force labels.")
-        if fs is not None and abs(t.fs - fs) > 1e-9 * fs:
-            raise ValueError(f"trial {t.subject}/{t.name} is at {t.fs} Hz, others at {fs} Hz; "
-                             "resample to one rate.")
-        fs = t.fs
-        starts = list(range(0, t.n_samples - span + 1, stride))
-        if cover_end and starts and starts[-1] != t.n_samples - span:
-            starts.append(t.n_samples - span)
-        for s in starts:
-            emg.append(t.emg[s:s + span])
-            q.append(t.q[s + receptive_field - 1:s + span])
-            f.append(t.forces[s + receptive_field - 1:s + span])
-            subj.append(subjects.index(t.subject))
-    if not emg:
-        raise ValueError(f"no trial is long enough for one segment of {span} samples "
-                         f"(receptive field {receptive_field} + length {length} − 1).")
-    return Segments(np.stack(emg), np.stack(q), np.stack(f), np.asarray(subj), subjects, fs)
 
 
 class Predictor(eqx.Module):
@@ -152,11 +93,8 @@ class SubjectAdjustment(eqx.Module):
 
     def apply(self, model: Model) -> Model:
         m = scale_parameters(model, max_isometric_force=jnp.exp(self.log_strength))
-        skeleton = _scale_fields(m.skeleton, ("mass", "inertia", "gravity_moment"),
-                                 jnp.exp(self.log_inertia))
-        passive = tuple(_scale_fields(p, ("damping", "viscosity"), jnp.exp(self.log_damping))
-                        for p in m.passive)
-        return eqx.tree_at(lambda x: (x.skeleton, x.passive), m, (skeleton, passive))
+        return scale_damping(scale_segments(m, jnp.exp(self.log_inertia)),
+                             jnp.exp(self.log_damping))
 
     def penalty(self):
         return (jnp.mean(self.log_strength**2) + self.log_inertia**2 + self.log_damping**2
@@ -237,7 +175,7 @@ class FitResult:
     val: Segments | None = None
 
 
-def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
+def trainable_filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
             train_physical: bool):
     if trainable == "all":
         net_spec = jax.tree.map(eqx.is_inexact_array, predictor.net)
@@ -251,11 +189,11 @@ def _filter(predictor: Predictor, adjustment: SubjectAdjustment, trainable: str,
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(learning_rate: float, steps: int, physical_learning_rate: float | None = None
+def make_optimizer(learning_rate: float, steps: int, physical_learning_rate: float | None = None
                ) -> optax.GradientTransformation:
     """Adam with a cosine-decayed learning rate (the `SubjectAdjustment`'s log-scales at
     `physical_learning_rate` if given); cached so that fits with the same budget share one
-    object, and so one compiled train step (`_train_step` is jitted with the optimizer as a
+    object, and so one compiled train step (`train_step` is jitted with the optimizer as a
     static argument). optax is imported here, not at module level: it adds ~0.1 s to
     `import jaxmsk` for users who never train."""
     import optax
@@ -271,7 +209,7 @@ def _optimizer(learning_rate: float, steps: int, physical_learning_rate: float |
         lambda p: (jax.tree.map(lambda _: "net", p[0]), jax.tree.map(lambda _: "physical", p[1])))
 
 
-def _loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
+def loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
     pred, adj = eqx.combine(p, static)
     if weights.physics:
         data, eom, cons = losses(pred, adj, model, emg, q, f, dt, weights.force_data)
@@ -284,12 +222,12 @@ def _loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
 
 # Module level, so that fits with the same structure, shapes and settings (folds, methods,
 # resumed runs) reuse one compilation.
-_total_loss = eqx.filter_jit(_loss_terms)
+_total_loss = eqx.filter_jit(loss_terms)
 
 
 @eqx.filter_jit
-def _train_step(p, static, state, emg, q, f, model, optim, weights, dt):
-    (loss, aux), g = eqx.filter_value_and_grad(_loss_terms, has_aux=True)(
+def train_step(p, static, state, emg, q, f, model, optim, weights, dt):
+    (loss, aux), g = eqx.filter_value_and_grad(loss_terms, has_aux=True)(
         p, static, emg, q, f, model, weights, dt)
     updates, state = optim.update(g, state, p)
     return eqx.apply_updates(p, updates), state, loss, aux
@@ -319,30 +257,31 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
             a run with the same path resumes from it.
         progress: called with a line per evaluation.
     """
-    from .io._checkpoint import load_checkpoint, save_checkpoint
+    from ..io._checkpoint import load_checkpoint, save_checkpoint
 
     say = progress or (lambda s: None)
     dt = 1.0 / train.fs
-    spec = _filter(predictor, adjustment, trainable, train_physical)
+    spec = trainable_filter(predictor, adjustment, trainable, train_physical)
     params, static = eqx.partition((predictor, adjustment), spec)
-    optim = _optimizer(learning_rate, steps, physical_learning_rate)
+    optim = make_optimizer(learning_rate, steps, physical_learning_rate)
     opt_state = optim.init(params)
 
     def step(p, state, emg, q, f):
-        return _train_step(p, static, state, emg, q, f, model, optim, weights, dt)
+        return train_step(p, static, state, emg, q, f, model, optim, weights, dt)
 
     def evaluate(p, emg, q, f):
         return _total_loss(p, static, emg, q, f, model, weights, dt)
 
-    start, best, best_params, best_step, bad = 0, np.inf, params, 0, 0
-    history = []
+    start, best_params = 0, params
+    stopping = EarlyStopping(1, patience)
     if checkpoint is not None and os.path.exists(checkpoint):
         (params, opt_state, best_params), meta = load_checkpoint(
             checkpoint, (params, opt_state, best_params))
-        start, best, best_step, bad = meta["step"], meta["best"], meta["best_step"], meta["bad"]
-        history = meta.get("history", [])
+        start = meta["step"]
+        stopping.best[0], stopping.best_step[0] = meta["best"], meta["best_step"]
+        stopping.bad[0], stopping.histories[0] = meta["bad"], meta.get("history", [])
         say(f"{label}resumed from {checkpoint} at step {start}")
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1].item())
+    rng = batch_rng(key)
     for _ in range(start):  # the same batches as an uninterrupted run
         rng.integers(0, len(train), batch_size)
     t0 = time.perf_counter()
@@ -354,24 +293,23 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
                                                      jnp.asarray(train.forces[idx]))
         if (i + 1) % eval_every == 0 or i + 1 == steps:
             vloss, (vdata, vphys) = evaluate(params, vemg, vq, vf)
-            vloss = float(vloss)
-            history.append({"step": i + 1, "loss": float(loss), "data": float(data),
-                            "physics": float(phys), "val_loss": vloss, "val_data": float(vdata),
-                            "val_physics": float(vphys)})
-            if vloss < best:
-                best, best_params, best_step, bad = vloss, params, i + 1, 0
-            else:
-                bad += 1
+            _, improved, stopped = stopping.record(i + 1, loss, data, phys, vloss, vdata, vphys)
+            if improved[0]:
+                best_params = params
             if checkpoint is not None:
                 save_checkpoint(checkpoint, (params, opt_state, best_params),
-                                metadata={"step": i + 1, "best": best, "best_step": best_step,
-                                          "bad": bad, "history": history}, overwrite=True)
-            say(f"{label}step {i + 1:5d}/{steps}  loss {float(loss):.4f}  val {vloss:.4f}  "
+                                metadata={"step": i + 1, "best": float(stopping.best[0]),
+                                          "best_step": int(stopping.best_step[0]),
+                                          "bad": int(stopping.bad[0]),
+                                          "history": stopping.histories[0]}, overwrite=True)
+            say(f"{label}step {i + 1:5d}/{steps}  loss {float(loss):.4f}  val {float(vloss):.4f}  "
                 f"(data {float(vdata):.4f}, physics {float(vphys):.2e})  "
                 f"{time.perf_counter() - t0:.0f} s")
-            if bad >= patience:
-                say(f"{label}early stop at step {i + 1}; best validation at step {best_step}")
+            if stopped:
+                say(f"{label}early stop at step {i + 1}; best validation at step "
+                    f"{int(stopping.best_step[0])}")
                 break
+    history, best_step = stopping.histories[0], int(stopping.best_step[0])
     pred, adj = eqx.combine(best_params, static)
     return FitResult(pred, adj, history, best_step, time.perf_counter() - t0, train, val)
 

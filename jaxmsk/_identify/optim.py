@@ -1,4 +1,4 @@
-"""The optimisers of `identify` on a `_Problem`: Levenberg–Marquardt and BFGS (optimistix,
+"""The optimisers of `identify` on a `Problem`: Levenberg–Marquardt and BFGS (optimistix,
 driven step by step for progress lines and a timed loss history), any optax optimiser, and
 scipy's `dual_annealing` (the gradient-free baseline)."""
 
@@ -13,9 +13,10 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from ._identify_problem import _from_theta, _Problem, _to_theta
+from .problem import Problem, from_theta, to_theta
 
-def _make_solver(method, tol: float):
+
+def make_solver(method, tol: float):
     import optimistix as optx
 
     if method in ("levenberg_marquardt", "lm"):
@@ -31,16 +32,17 @@ def _make_solver(method, tol: float):
     if optax is not None and isinstance(method, optax.GradientTransformation):
         return "optax", method
     raise ValueError(f"identify: method={method!r}: use 'levenberg_marquardt' (default), 'bfgs', "
-                     "'dual_annealing' (gradient-free) or an optax GradientTransformation (e.g. optax.adam(1e-2)).")
+                     "'dual_annealing' (gradient-free) or an optax GradientTransformation "
+                     "(e.g. optax.adam(1e-2)).")
 
 
-def _loss_fwd(theta, problem: _Problem):
-    """½·Σ r² (shares the compiled `_parts` used for the final report)."""
-    return 0.5 * sum(jnp.sum(p**2) for p in _parts(theta, problem))
+def loss_value(theta, problem: Problem):
+    """½·Σ r² (shares the compiled `loss_parts` used for the final report)."""
+    return 0.5 * sum(jnp.sum(p**2) for p in loss_parts(theta, problem))
 
 
 @eqx.filter_jit
-def _loss_and_grad(theta, problem: _Problem):
+def loss_and_grad(theta, problem: Problem):
     def loss(th):
         r = problem.residuals(th, adjoint=diffrax.RecursiveCheckpointAdjoint())
         return 0.5 * jnp.sum(r**2)
@@ -48,7 +50,7 @@ def _loss_and_grad(theta, problem: _Problem):
 
 
 @eqx.filter_jit
-def _parts(theta, problem: _Problem):
+def loss_parts(theta, problem: Problem):
     return problem.residual_parts(theta)
 
 
@@ -104,7 +106,7 @@ def _optx_step(solver, fn, theta, problem, state):
 _STALL = 10
 
 
-def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
+def _anneal(theta0, problem: Problem, max_evaluations, say, label, seed):
     """scipy's dual_annealing (generalised simulated annealing, the family CEINMS uses) on the
     physical parameters within their bounds, without its gradient-based local search: a
     gradient-free baseline on exactly the same objective."""
@@ -117,16 +119,16 @@ def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
     # Keep the search strictly inside the bounds, where θ is finite.
     pad = 1e-3 * (highs - lows)
     bounds = list(zip(lows + pad, highs - pad))
-    x0 = np.concatenate([np.asarray(_from_theta(p, theta0["phys"][p.name])) for p in params])
+    x0 = np.concatenate([np.asarray(from_theta(p, theta0["phys"][p.name])) for p in params])
 
     def theta_of(x):
         parts = np.split(np.asarray(x, float), np.cumsum(sizes)[:-1])
-        phys = {p.name: jnp.asarray(_to_theta(p, v), theta0["phys"][p.name].dtype)
+        phys = {p.name: jnp.asarray(to_theta(p, v), theta0["phys"][p.name].dtype)
                 for p, v in zip(params, parts)}
         return {**theta0, "phys": phys}
 
     t_start = time.perf_counter()
-    loss0 = float(_loss_fwd(theta0, problem))
+    loss0 = float(loss_value(theta0, problem))
     compile_s = time.perf_counter() - t_start
     history = [(0.0, loss0)]
     best = [loss0, theta0]
@@ -134,7 +136,7 @@ def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
 
     def objective(x):
         th = theta_of(x)
-        loss = float(_loss_fwd(th, problem))
+        loss = float(loss_value(th, problem))
         loss = loss if np.isfinite(loss) else 1e30
         if loss < best[0]:
             best[:] = [loss, th]
@@ -150,7 +152,7 @@ def _anneal(theta0, problem: _Problem, max_evaluations, say, label, seed):
             f"dual_annealing: {len(history) - 1} evaluations", compile_s, None)
 
 
-def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6):
+def run_solver(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6):
     """One optimisation from theta0; returns (theta, history, steps, converged, message,
     compile seconds)."""
     history = []
@@ -160,7 +162,7 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6)
 
         opt_state = solver.init(eqx.filter(theta0, eqx.is_inexact_array))
         theta = theta0
-        loss, grad = _loss_and_grad(theta, problem)
+        loss, grad = loss_and_grad(theta, problem)
         loss = float(loss)
         compile_s = time.perf_counter() - t_start
         t0 = time.perf_counter()
@@ -170,7 +172,7 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6)
         for step in range(1, max_steps + 1):
             updates, opt_state = solver.update(grad, opt_state, theta)
             theta = optax.apply_updates(theta, updates)
-            loss, grad = _loss_and_grad(theta, problem)
+            loss, grad = loss_and_grad(theta, problem)
             loss = float(loss)
             history.append((time.perf_counter() - t0, loss))
             if loss < best[0]:
@@ -191,7 +193,7 @@ def _run(kind, solver, theta0, problem, max_steps, say, label, seed=0, tol=1e-6)
     state = _optx_init(solver, fn, theta0, args, f_struct)
     first = _optx_step(solver, fn, theta0, args, state)
     jax.block_until_ready(first[0])
-    loss0 = float(_loss_fwd(theta0, problem))
+    loss0 = float(loss_value(theta0, problem))
     compile_s = time.perf_counter() - t_start
     scale = 1.0
     if kind == "minimise":

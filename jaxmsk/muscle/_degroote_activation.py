@@ -1,7 +1,7 @@
 """First-order activation dynamics of De Groote et al. (2016), as in OpenSim 4.x.
 
 MuJoCo's activation dynamics live in `_mujoco.py` and CEINMS's EMG→activation model in
-`_emg_activation.py`; all three share the interface "excitation (or EMG) in, da/dt or a out".
+`_ceinms.py`; all three share the interface "excitation (or EMG) in, da/dt or a out".
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._validation import as_float_array, check_positive
+from .._checks import positive
+from ._base import AbstractActivation
 
 
-class DeGrooteActivation(eqx.Module):
+class DeGrooteActivation(AbstractActivation):
     """tanh-smoothed first-order activation dynamics (De Groote et al. 2016, eq. 1–2).
 
         f = ½·tanh(b·(e − a)),  z = ½ + 3/2·a
@@ -30,15 +31,10 @@ class DeGrooteActivation(eqx.Module):
     Fields broadcast against a leading muscle axis; all are differentiable.
     """
 
-    tau_act: Array
-    tau_deact: Array
-    smoothing: Array
-
-    def __init__(self, tau_act: ArrayLike = 0.015, tau_deact: ArrayLike = 0.060,
-                 smoothing: ArrayLike = 0.1):
-        self.tau_act = check_positive("DeGrooteActivation.tau_act", as_float_array(tau_act))
-        self.tau_deact = check_positive("DeGrooteActivation.tau_deact", as_float_array(tau_deact))
-        self.smoothing = check_positive("DeGrooteActivation.smoothing", as_float_array(smoothing))
+    tau_act: Array = eqx.field(default=0.015, converter=positive("DeGrooteActivation.tau_act"))
+    tau_deact: Array = eqx.field(default=0.060,
+                                 converter=positive("DeGrooteActivation.tau_deact"))
+    smoothing: Array = eqx.field(default=0.1, converter=positive("DeGrooteActivation.smoothing"))
 
     def derivative(self, excitation: ArrayLike, activation: ArrayLike) -> Array:
         """da/dt (1/s) for excitation e ∈ [0, 1] and activation a ∈ [0, 1] (any shape that

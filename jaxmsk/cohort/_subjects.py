@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from .._model import Model
-from .._scale import scale_parameters
+from .._scale import scale_damping, scale_parameters, scale_segments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,8 @@ class SubjectParameters(eqx.Module):
 
 
 def sample_subject(key: PRNGKeyArray, n_muscles: int,
-                   dist: CohortDistributions = CohortDistributions(), dtype=None) -> SubjectParameters:
+                   dist: CohortDistributions = CohortDistributions(),
+                   dtype=None) -> SubjectParameters:
     """Draw one subject. `jax.vmap(sample_subject, (0, None, None))(keys, ...)` draws many."""
     dtype = dtype or jnp.result_type(float)
     ks = iter(jax.random.split(key, 16))
@@ -155,16 +156,6 @@ def scale_path(path, size, moment_arm_scale):
     return eqx.tree_at(lambda p: p.coefficients, path, new)
 
 
-def _scale_fields(tree, names, factor):
-    """Multiply every array field called one of `names`, anywhere in `tree`, by `factor`."""
-    def fix(key_path, leaf):
-        last = key_path[-1] if key_path else None
-        if isinstance(last, jax.tree_util.GetAttrKey) and last.name in names:
-            return leaf * factor
-        return leaf
-    return jax.tree_util.tree_map_with_path(fix, tree)
-
-
 def subject_model(model: Model, subject: SubjectParameters) -> Model:
     """The generic `model` made into one subject: F_max, l_opt, l_ts and moment arms scaled,
     segment masses and inertias (and the gravity moments they cause) scaled, passive joint
@@ -175,11 +166,7 @@ def subject_model(model: Model, subject: SubjectParameters) -> Model:
                          tendon_slack_length=subject.tendon_slack_length_scale)
     m = eqx.tree_at(lambda x: x.path, m, scale_path(m.path, subject.size_scale,
                                                     subject.moment_arm_scale))
-    skeleton = _scale_fields(m.skeleton, ("mass", "inertia", "gravity_moment"),
-                             subject.segment_mass_scale)
-    passive = tuple(_scale_fields(p, ("damping", "viscosity"), subject.damping_scale)
-                    for p in m.passive)
-    m = eqx.tree_at(lambda x: (x.skeleton, x.passive), m, (skeleton, passive))
+    m = scale_damping(scale_segments(m, subject.segment_mass_scale), subject.damping_scale)
     dtype = m.activation.tau_act.dtype
     return eqx.tree_at(lambda x: (x.activation.tau_act, x.activation.tau_deact), m,
                        (jnp.asarray(subject.tau_act, dtype), jnp.asarray(subject.tau_deact, dtype)))

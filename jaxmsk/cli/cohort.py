@@ -11,23 +11,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import models as builtin
-from ._plots import plot_subject_parameters, plot_trial, save_figure
-from .data import synthetic_cohort
-from .io._atomic import atomic_write_text
-from .io._cohort_files import save_cohort
-
-
-def load_model_argument(name: str):
-    """A built-in model name ("wrist", "arm26") or a jaxmsk model JSON file."""
-    if name in builtin.BUILTIN:
-        return getattr(builtin, name)()
-    path = Path(name)
-    if path.suffix == ".json" and path.is_file():
-        return builtin.load_model_json(path)
-    raise ValueError(f"--model {name!r}: use one of {builtin.BUILTIN} or a model .json file "
-                     "saved with jaxmsk.models.save_model_json (import .osim files with "
-                     "jaxmsk.load_osim first).")
+from .. import models
+from ..cohort import synthetic_cohort
+from ..io._atomic import atomic_write_text
+from ..io._cohort_files import save_cohort
+from .report import plot_subject_parameters, plot_trial, save_figure
 
 
 def _summary(cohort, envelope_r: list[float]) -> str:
@@ -43,7 +31,8 @@ def _summary(cohort, envelope_r: list[float]) -> str:
         f"| joint angle reached (rad) | {np.round(checks['q_min_rad'], 3).tolist()} … "
         f"{np.round(checks['q_max_rad'], 3).tolist()} |",
         f"| max abs(q − protocol target) (rad) | {checks['max_tracking_error_rad']:.3f} |",
-        f"| max abs(ground truth − closed loop) (rad) | {checks['max_replay_vs_closed_loop_rad']:.2e} |",
+        f"| max abs(ground truth − closed loop) (rad) | "
+        f"{checks['max_replay_vs_closed_loop_rad']:.2e} |",
         f"| envelope vs excitation, Pearson r (subject 1, per channel) | "
         f"{', '.join(f'{r:.3f}' for r in envelope_r)} |",
         f"| generation time (s) | {checks['seconds']} |", "",
@@ -59,7 +48,8 @@ def _summary(cohort, envelope_r: list[float]) -> str:
             for j in range(v.shape[1]):
                 label = (cohort.muscle_names[j] if v.shape[1] == len(cohort.muscle_names)
                          else f"{j}-{j + 1}")
-                lines.append(f"| {field} [{label}] | " + " | ".join(f"{x:.4g}" for x in v[:, j]) + " |")
+                lines.append(f"| {field} [{label}] | "
+                             + " | ".join(f"{x:.4g}" for x in v[:, j]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -67,10 +57,10 @@ def run_cohort(out: Path, *, model: str = "wrist", subjects: int = 8, repetition
                duration: float = 10.0, fs: float = 100.0, fs_emg: float = 2000.0, seed: int = 0,
                overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
     """Generate, save, export and plot a cohort into `out` (see `jaxmsk cohort --help`)."""
-    from .data._dataset import Dataset
+    from ..data._dataset import Dataset
 
     started = time.perf_counter()
-    mdl = load_model_argument(model)
+    mdl = models.load(model, argument="--model")
     cohort = synthetic_cohort(mdl, subjects, jax.random.key(seed), repetitions=repetitions,
                               duration=duration, fs=fs, fs_emg=fs_emg, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +68,7 @@ def run_cohort(out: Path, *, model: str = "wrist", subjects: int = 8, repetition
     progress(f"saved {out / 'cohort'} (arrays.npz, cohort.json, model.json)")
     written = [str(out / "cohort")]
     try:
-        from .io._recordings import export_recordings
+        from ..io._recordings import export_recordings
     except ImportError:  # pragma: no cover - the recordings layout ships with the same release
         export_recordings = None
     if export_recordings is not None:
@@ -92,7 +82,7 @@ def run_cohort(out: Path, *, model: str = "wrist", subjects: int = 8, repetition
     plots.mkdir(exist_ok=True)
     delay = float(cohort.subjects.delay[0])
     rs = []
-    from .data import delay as shift
+    from ..data import delay as shift
     env_all = np.concatenate([np.asarray(shift(t.emg, t.fs_emg, delay)) for t in first.trials])
     exc_all = np.concatenate([t.extra["excitation"] for t in first.trials])
     rs = [float(np.corrcoef(env_all[:, j], exc_all[:, j])[0, 1]) for j in range(exc_all.shape[1])]

@@ -101,11 +101,11 @@ class Cohort:
 
     def to_dataset(self):
         """The cohort as a `Dataset` of raw-sEMG trials with ground-truth labels."""
-        from ._dataset import Dataset
+        from ..data._dataset import Dataset
         return Dataset.from_cohort(self)
 
 
-def _closed_loop(model: Model, plan: TrialPlan, controller: Controller, ts, rtol, atol):
+def closed_loop(model: Model, plan: TrialPlan, controller: Controller, ts, rtol, atol):
     q0 = plan.target(ts[0])
     qdot0 = jnp.zeros_like(q0)
     gains = controller.gains(model, plan.centre)
@@ -168,7 +168,7 @@ def _plan_batch(keys, protocol, ranges, m, duration):
 
 @eqx.filter_jit
 def _closed_loop_batch(models, plans, controller, ts, rtol, atol):
-    return _per_trial(lambda mdl, pl: _closed_loop(mdl, pl, controller, ts, rtol, atol))(
+    return _per_trial(lambda mdl, pl: closed_loop(mdl, pl, controller, ts, rtol, atol))(
         models, plans)
 
 
@@ -201,8 +201,8 @@ def synthetic_cohort(
     fs_emg: float = 2000.0,
     mvc_duration: float = 5.0,
     ranges=None,
-    distributions: CohortDistributions = CohortDistributions(),
-    controller: Controller = Controller(),
+    distributions: CohortDistributions = CohortDistributions(),  # noqa: B008
+    controller: Controller = Controller(),  # noqa: B008
     rtol: float = 1e-6,
     atol: float = 1e-8,
     progress: Callable[[str], None] | None = None,
@@ -299,7 +299,7 @@ def synthetic_cohort(
         "max_replay_vs_closed_loop_rad": float(np.max(np.abs(q - np.asarray(q_cl)[:, :, :n]))),
         "seconds": round(_time.perf_counter() - t0, 2),
     }
-    metadata = {"generator": "jaxmsk.data.synthetic_cohort", "duration_s": duration,
+    metadata = {"generator": "jaxmsk.cohort.synthetic_cohort", "duration_s": duration,
                 "repetitions": repetitions, "distributions": distributions.as_dict(),
                 "controller": dataclasses.asdict(controller) if dataclasses.is_dataclass(controller)
                 else {}, "rtol": rtol, "atol": atol, "checks": checks, "units": UNITS}

@@ -25,10 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from .._misc import safe_sqrt
-from ._curves import _LOG_FLOOR, DeGrooteCurves
-from ._validation import (as_float_array, check_finite, check_nonnegative, check_per_muscle,
-                          check_positive, is_concrete)
+from .._checks import (
+    as_float_array,
+    check_finite,
+    check_nonnegative,
+    check_per_muscle,
+    check_positive,
+    is_concrete,
+)
+from .._numerics import safe_sqrt
+from ._base import AbstractMuscle, MTUForces
+from ._curves import LOG_FLOOR, DeGrooteCurves
 
 # OpenSim's bracket for the normalised tendon force (state bounds and equilibrium search).
 MIN_NORM_TENDON_FORCE = 0.0
@@ -171,7 +178,7 @@ class Equilibrium(eqx.Module):
     iterations: Int[Array, ""]
 
 
-class DeGrooteFregly2016Muscle(eqx.Module):
+class DeGrooteFregly2016Muscle(AbstractMuscle):
     """De Groote–Fregly 2016 muscle–tendon units (OpenSim 4.x `DeGrooteFregly2016Muscle`).
 
     Forces: F_fibre = F_max·(a·f_act(l̃M)·f_v(ṽM) + f_pas(l̃M) + β·ṽM); F_T = F_fibre·cos α
@@ -265,7 +272,8 @@ class DeGrooteFregly2016Muscle(eqx.Module):
             norm_tendon_force = tendon_force / p.max_isometric_force
         else:
             tendon_force = p.max_isometric_force * norm_tendon_force
-        sin_pen = jnp.clip(p.fiber_width / jnp.where(fiber_length > 0, fiber_length, 1.0), -1.0, 1.0)
+        sin_pen = jnp.clip(p.fiber_width / jnp.where(fiber_length > 0, fiber_length, 1.0),
+                           -1.0, 1.0)
         pennation = jnp.arctan2(sin_pen, cos_pen)
         return MuscleState(
             fiber_length=fiber_length, norm_fiber_length=norm_fiber_length,
@@ -318,7 +326,8 @@ class DeGrooteFregly2016Muscle(eqx.Module):
     def _compliant_state(self, lmt, vmt, a, ft):
         p, c = self.params, self.curves
         norm_tendon_length = c.tendon_force_length_inverse(ft)
-        fiber_length, cos_pen = self._fiber_geometry(lmt, p.tendon_slack_length * norm_tendon_length)
+        fiber_length, cos_pen = self._fiber_geometry(
+            lmt, p.tendon_slack_length * norm_tendon_length)
         norm_fiber_length = fiber_length / p.optimal_fiber_length
         f_act = c.active_force_length(norm_fiber_length)
         f_pas = c.passive_force_length(norm_fiber_length)
@@ -352,8 +361,24 @@ class DeGrooteFregly2016Muscle(eqx.Module):
         # f_T'(l̃T) = c1·kT·exp(kT(l̃T − c2)) = kT·(f̃T + c3) at l̃T = f_T⁻¹(f̃T): the same
         # value without the exponential (floored where the inverse floors its logarithm).
         c = self.curves
-        stiffness = c.kt * jnp.maximum(ft + c.c3, c.c1 * _LOG_FLOOR)
+        stiffness = c.kt * jnp.maximum(ft + c.c3, c.c1 * LOG_FLOOR)
         return s, s.tendon_velocity / self.params.tendon_slack_length * stiffness
+
+    # -- the Model's interface (AbstractMuscle) -------------------------------------
+    def mtu_forces(self, mtu_length, mtu_velocity, activation, norm_tendon_force=None):
+        """`MTUForces` for a Model: the compliant state's forces and d f̃T/dt, or the
+        rigid-tendon forces (`norm_tendon_force` ignored). Inputs are not re-checked."""
+        if self.tendon == "compliant":
+            s, ft_dot = self._compliant_state_and_derivative(mtu_length, mtu_velocity,
+                                                             activation, norm_tendon_force)
+        else:
+            s, ft_dot = self._rigid_state(mtu_length, mtu_velocity, activation), None
+        return MTUForces(tendon_force=s.tendon_force, fiber_length=s.fiber_length,
+                         norm_tendon_force=s.norm_tendon_force, norm_tendon_force_dot=ft_dot)
+
+    def initial_norm_tendon_force(self, mtu_length, activation, mtu_velocity):
+        """f̃T in static equilibrium (`equilibrium`), for compliant tendons."""
+        return self.equilibrium(mtu_length, activation, mtu_velocity).norm_tendon_force
 
     # -- either tendon --------------------------------------------------------------
     def tendon_force(self, mtu_length: ArrayLike, mtu_velocity: ArrayLike, activation: ArrayLike,

@@ -23,10 +23,50 @@ from ..muscle import DeGrooteCurves
 _FORMAT = "jaxmsk-model-json/1"
 
 
+def _public_path(cls) -> str:
+    """The public import path of a jaxmsk class in its family (`jaxmsk.muscle.MuscleParameters`,
+    not the private module that defines it), so model files survive moves inside jaxmsk."""
+    parts = cls.__module__.split(".")
+    public = 1
+    while public < len(parts) and not parts[public].startswith("_"):
+        public += 1
+    for n in range(public, 0, -1):  # the deepest public package that exports it
+        module = ".".join(parts[:n])
+        try:
+            if getattr(importlib.import_module(module), cls.__qualname__, None) is cls:
+                return f"{module}.{cls.__qualname__}"
+        except ImportError:
+            continue
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _resolve(path: str):
+    """The class a model file names. Files written by older versions name private modules
+    that have since moved (e.g. `jaxmsk.muscle._hill`); those resolve through the nearest
+    public package that still exports the class."""
+    module, _, name = path.rpartition(".")
+    if not module.startswith("jaxmsk.") and module != "jaxmsk":
+        raise ValueError(f"model file names a class outside jaxmsk: {path}")
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        cls = None
+    if cls is None:
+        parts = module.split(".")
+        public = ".".join(p for i, p in enumerate(parts) if i == 0 or not p.startswith("_"))
+        while public and cls is None:
+            cls = getattr(importlib.import_module(public), name, None)
+            public = public.rpartition(".")[0]
+    if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
+        raise ValueError(f"model file names {path!r}, which is not a jaxmsk module class in "
+                         "this version of jaxmsk; the file may come from a newer version.")
+    return cls
+
+
 def _encode(obj):
     if isinstance(obj, eqx.Module):
         cls = type(obj)
-        return {"__class__": f"{cls.__module__}.{cls.__qualname__}",
+        return {"__class__": _public_path(cls),
                 "fields": {f.name: _encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
     if isinstance(obj, DeGrooteCurves):
         return {"__curves__": dataclasses.asdict(obj)}
@@ -44,10 +84,7 @@ def _encode(obj):
 def _decode(obj):
     if isinstance(obj, dict):
         if "__class__" in obj:
-            module, _, name = obj["__class__"].rpartition(".")
-            if not module.startswith("jaxmsk."):
-                raise ValueError(f"model file names a class outside jaxmsk: {obj['__class__']}")
-            cls = getattr(importlib.import_module(module), name)
+            cls = _resolve(obj["__class__"])
             new = object.__new__(cls)
             for key, value in obj["fields"].items():
                 object.__setattr__(new, key, _decode(value))
@@ -74,7 +111,8 @@ def model_to_json(model, **metadata) -> str:
 def model_from_json(text: str):
     data = json.loads(text)
     if data.get("format") != _FORMAT:
-        raise ValueError(f"not a jaxmsk model file (format {data.get('format')!r}, expected {_FORMAT!r}).")
+        raise ValueError(f"not a jaxmsk model file (format {data.get('format')!r}, "
+                         f"expected {_FORMAT!r}).")
     return _decode(data["model"])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._identify import IdentificationTrial, identify
+from .._identify.identify import IdentificationTrial, identify
 
 
 def _trials(dataset, subject: str, names, max_duration: float | None,
@@ -45,9 +45,9 @@ def _trials(dataset, subject: str, names, max_duration: float | None,
 
 
 def _plot(out: Path, result, trials, overwrite: bool) -> str:
-    from ._plots import _pyplot, save_figure
+    from .report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     shown = trials[:4]
     fig, axes = plt.subplots(len(shown) + 1, 1, figsize=(9, 2.2 * (len(shown) + 1)),
                              squeeze=False)
@@ -86,15 +86,17 @@ def run_identify(out: Path, *, data, subject: str, model: str = "wrist",
                  fit: str = "max_isometric_force,optimal_fiber_length,tendon_slack_length",
                  trials=None, shooting_interval: float | None = 1.0,
                  max_duration: float | None = None, max_steps: int = 50,
-                 solver: str = "explicit", overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
+                 solver: str = "explicit", overwrite: bool = False,
+                 progress: Callable[[str], None] = print) -> dict:
     """Load `data` (the recordings layout), fit `fit` for `subject`, write
     parameters.csv, identify.json, summary.md, model.json (the fitted model) and fit.png."""
-    from ._train_cli import load_data, load_model
-    from .io._atomic import atomic_write_text
-    from .models import save_model_json
+    from .. import models
+    from .._learn.recordings import load_data
+    from ..io._atomic import atomic_write_text
+    from ..models import save_model_json
 
     started = time.perf_counter()
-    base = load_model(model)
+    base = models.load(model, argument="--model")
     dataset = load_data(data, base, subjects=[subject], progress=progress, require_forces=False)
     id_trials = _trials(dataset, subject, trials, max_duration, progress)
     result = identify(base, id_trials, tuple(f for f in fit.split(",") if f),
@@ -180,9 +182,9 @@ def _main(args) -> int:
 
     # Forward simulations at rtol 1e-6 need float64 (set by the application, never on import).
     jax.config.update("jax_enable_x64", True)
-    from .cli import _output_folder
+    from .report import output_folder
 
-    out = _output_folder("identify", args)
+    out = output_folder("identify", args)
     if out is None:
         return 2
     try:

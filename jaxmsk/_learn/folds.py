@@ -1,13 +1,13 @@
 """Several folds of one training problem optimised together: one `eqx.filter_vmap`-ed train
 step for all of them.
 
-- `fit_stacked`: the optimisation of `_train.fit` for F folds at once (the folds' networks,
+- `fit_stacked`: the optimisation of `train.fit` for F folds at once (the folds' networks,
   adjustments, optimiser states and batches stacked along a leading axis; the `Model`, the
   optimiser, the loss weights and the sampling interval shared). Each fold keeps its own
   batch sequence and its own early stopping, so the results are those of F sequential
   `fit` calls (up to floating-point rounding: a vmapped convolution or reduction may
   associate differently from an unbatched one).
-- `train_generic_folds`: `_transfer.train_generic` for several leave-one-subject-out folds
+- `train_generic_folds`: `transfer.train` for several leave-one-subject-out folds
   (one generic network per held-out subject), trained together through `fit_stacked`.
 
 Memory: the stacked step holds F folds' parameters, optimiser states, activations and
@@ -15,8 +15,9 @@ gradients at once, and the folds' training and validation segments on the device
 of one `fit`); where that does not fit, call `fit` per fold.
 
 On CPU the stacked step is compiled with XLA's older fusion emitters: the current ones
-miscompile the folds' vmapped sEMG delay (see `_CPU_WORKAROUND`; `_canary` checks it on the
-backend in use, and `fit_stacked` refuses to run where neither compiles it correctly).
+miscompile the folds' vmapped sEMG delay (see `CPU_WORKAROUND`; `miscompilation_canary`
+checks it on the backend in use, and `fit_stacked` refuses to run where neither compiles it
+correctly).
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._model import Model
-from ._train import (FitResult, LossWeights, Predictor, Segments, SubjectAdjustment, _filter,
-                     _loss_terms, _optimizer)
-from .data._dataset import Dataset
+from .._model import Model
+from ..data._dataset import Dataset
+from ..data._segments import Segments
+from .loop import EarlyStopping, batch_rng
+from .train import (
+    FitResult,
+    LossWeights,
+    Predictor,
+    SubjectAdjustment,
+    loss_terms,
+    make_optimizer,
+    trainable_filter,
+)
 
 _USE_FIT = "fit_stacked needs folds of one structure and shape; use `fit` per fold instead."
 
@@ -131,13 +141,13 @@ def _check_folds(predictors, adjustments, trains, vals, keys) -> int:
 
 
 def _stacked_step_impl(p, static, state, active, emg, q, f, idx, model, optim, weights, dt):
-    """`_train._train_step` for every fold (leading axis of p, static's arrays, state, active,
+    """`train.train_step` for every fold (leading axis of p, static's arrays, state, active,
     emg, q, f, idx); the batch is gathered on the device from the fold's training segments
     (emg, q, f: (F, n, ...)) at idx (F, batch). Stopped folds (active False) keep their
     parameters and optimiser state."""
 
     def one(p, static, state, active, emg, q, f, idx):
-        (loss, aux), g = eqx.filter_value_and_grad(_loss_terms, has_aux=True)(
+        (loss, aux), g = eqx.filter_value_and_grad(loss_terms, has_aux=True)(
             p, static, emg[idx], q[idx], f[idx], model, weights, dt)
         updates, new_state = optim.update(g, state, p)
         new_p = eqx.apply_updates(p, updates)
@@ -148,7 +158,7 @@ def _stacked_step_impl(p, static, state, active, emg, q, f, idx, model, optim, w
 
 
 def _stacked_loss_impl(p, static, emg, q, f, model, weights, dt):
-    return eqx.filter_vmap(lambda p, s, e, qq, ff: _loss_terms(p, s, e, qq, ff, model, weights,
+    return eqx.filter_vmap(lambda p, s, e, qq, ff: loss_terms(p, s, e, qq, ff, model, weights,
                                                                dt))(p, static, emg, q, f)
 
 
@@ -165,11 +175,11 @@ _select = eqx.filter_jit(_select_impl)
 # before the activation dynamics (a scan), and under the folds' vmap the delay is batched
 # over folds, the segments over (folds, segments). The result is wrong by whole samples
 # (consistency losses off by ~1 %), silently. XLA's older CPU fusion emitters compile it
-# correctly; `_canary` checks the pattern on the backend in use.
-_CPU_WORKAROUND = {"xla_cpu_use_fusion_emitters": False}
+# correctly; `miscompilation_canary` checks the pattern on the backend in use.
+CPU_WORKAROUND = {"xla_cpu_use_fusion_emitters": False}
 
 
-def _canary(**jitkw) -> bool:
+def miscompilation_canary(**jitkw) -> bool:
     """Whether jit(vmap(f)) agrees with jit(f) on the smallest form of that pattern."""
     def f(seconds, x):
         def one(e):
@@ -190,26 +200,27 @@ def _canary(**jitkw) -> bool:
 def _compiled(backend: str, x64: bool):
     """The stacked train step and validation loss, jit-compiled (module level, so that calls
     with the same structure, shapes and settings share one compilation, as
-    `_train._train_step` does for `fit`), with the workaround above where needed."""
+    `train.train_step` does for `fit`), with the workaround above where needed."""
     kw = {}
-    if not _canary():
+    if not miscompilation_canary():
         try:
-            ok = backend == "cpu" and _canary(compiler_options=_CPU_WORKAROUND)
+            ok = backend == "cpu" and miscompilation_canary(compiler_options=CPU_WORKAROUND)
         except Exception:  # noqa: BLE001 - the option is gone from this XLA
             ok = False
         if not ok:
             raise RuntimeError(
                 f"this JAX/XLA build miscompiles vmapped gathers feeding a scan on {backend} "
-                "(see jaxmsk._folds), so folds cannot be stacked correctly here; use `fit` "
+                "(see jaxmsk._learn.folds), so folds cannot be stacked correctly here; use `fit` "
                 "per fold.")
-        kw = {"compiler_options": _CPU_WORKAROUND}
+        kw = {"compiler_options": CPU_WORKAROUND}
     return eqx.filter_jit(_stacked_step_impl, **kw), eqx.filter_jit(_stacked_loss_impl, **kw)
 
 
 def fit_stacked(predictors: Sequence[Predictor], adjustments: Sequence[SubjectAdjustment],
                 model: Model, trains: Sequence[Segments], vals: Sequence[Segments], *, keys,
                 trainable: str = "all", train_physical: bool = False,
-                weights: LossWeights = LossWeights(), steps: int = 1000, batch_size: int = 32,
+                weights: LossWeights = LossWeights(),  # noqa: B008
+                steps: int = 1000, batch_size: int = 32,
                 learning_rate: float = 3e-3, physical_learning_rate: float | None = None,
                 eval_every: int = 50, patience: int = 6,
                 progress: Callable[[str], None] | None = None, label: str = ""
@@ -255,10 +266,10 @@ def fit_stacked(predictors: Sequence[Predictor], adjustments: Sequence[SubjectAd
                                              bool(jax.config.jax_enable_x64))
     say = progress or (lambda s: None)
     dt = 1.0 / trains[0].fs
-    parts = [eqx.partition((p, a), _filter(p, a, trainable, train_physical))
+    parts = [eqx.partition((p, a), trainable_filter(p, a, trainable, train_physical))
              for p, a in zip(predictors, adjustments)]
     statics = [s for _, s in parts]
-    optim = _optimizer(learning_rate, steps, physical_learning_rate)
+    optim = make_optimizer(learning_rate, steps, physical_learning_rate)
     params = _stack([p for p, _ in parts])
     opt_state = _stack([optim.init(p) for p, _ in parts])
     # Arrays outside the trained parameters (output standardisation, frozen layers, a fixed
@@ -267,20 +278,16 @@ def fit_stacked(predictors: Sequence[Predictor], adjustments: Sequence[SubjectAd
     s_arrays = [eqx.partition(s, eqx.is_array) for s in statics]
     static = eqx.combine(_stack([a for a, _ in s_arrays]), s_arrays[0][1])
 
-    rngs = [np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel()[-1].item())
-            for k in keys]
+    rngs = [batch_rng(k) for k in keys]
     n_train = len(trains[0])
     temg, tq, tf = (jnp.asarray(np.stack([getattr(t, x) for t in trains]))
                     for x in ("emg", "q", "forces"))
     vemg, vq, vf = (jnp.asarray(np.stack([getattr(v, x) for v in vals]))
                     for x in ("emg", "q", "forces"))
 
-    best = np.full(n_folds, np.inf)
-    best_step = np.zeros(n_folds, int)
-    bad = np.zeros(n_folds, int)
+    stopping = EarlyStopping(n_folds, patience)
+    active = stopping.active
     best_params = params
-    histories: list[list[dict]] = [[] for _ in range(n_folds)]
-    active = np.ones(n_folds, bool)
     active_dev = jnp.asarray(active)
     idx = np.zeros((n_folds, batch_size), np.int64)
     t0 = time.perf_counter()
@@ -293,32 +300,17 @@ def fit_stacked(predictors: Sequence[Predictor], adjustments: Sequence[SubjectAd
         if (i + 1) % eval_every == 0 or i + 1 == steps:
             vloss, (vdata, vphys) = _stacked_loss(params, static, vemg, vq, vf, model, weights,
                                                   dt)
-            loss, data, phys, vloss, vdata, vphys = (np.asarray(x, np.float64) for x in
-                                                     (loss, data, phys, vloss, vdata, vphys))
-            evaluated = np.flatnonzero(active)
-            improved = np.zeros(n_folds, bool)
-            stopped = []
-            for f in evaluated:
-                histories[f].append({
-                    "step": i + 1, "loss": float(loss[f]), "data": float(data[f]),
-                    "physics": float(phys[f]), "val_loss": float(vloss[f]),
-                    "val_data": float(vdata[f]), "val_physics": float(vphys[f])})
-                if float(vloss[f]) < best[f]:
-                    best[f], best_step[f], bad[f], improved[f] = float(vloss[f]), i + 1, 0, True
-                else:
-                    bad[f] += 1
-                if bad[f] >= patience:
-                    stopped.append(f)
+            evaluated, improved, stopped = stopping.record(i + 1, loss, data, phys, vloss,
+                                                           vdata, vphys)
             if improved.any():
                 best_params = _select(jnp.asarray(improved), params, best_params)
-            active[stopped] = False
-            v = vloss[evaluated]
+            v = np.asarray(vloss, np.float64)[evaluated]
             line = (f"{label}step {i + 1:5d}/{steps}  val mean {v.mean():.4f}  min {v.min():.4f}"
                     f"  max {v.max():.4f} ({len(evaluated)} folds)  training "
                     f"{int(active.sum())}/{n_folds}  {time.perf_counter() - t0:.0f} s")
             if stopped:
                 line += "; early stop: " + ", ".join(
-                    f"fold {f} (best validation at step {best_step[f]})" for f in stopped)
+                    f"fold {f} (best validation at step {stopping.best_step[f]})" for f in stopped)
             say(line)
             if not active.any():
                 break
@@ -327,10 +319,10 @@ def fit_stacked(predictors: Sequence[Predictor], adjustments: Sequence[SubjectAd
     seconds = time.perf_counter() - t0
     out = []
     for f in range(n_folds):
-        p_f = jax.tree.map(lambda x: x[f], best_params)
+        p_f = jax.tree.map(lambda x, f=f: x[f], best_params)
         pred, adj = eqx.combine(p_f, statics[f])
-        out.append(FitResult(pred, adj, histories[f], int(best_step[f]), seconds, trains[f],
-                             vals[f]))
+        out.append(FitResult(pred, adj, stopping.histories[f], int(stopping.best_step[f]),
+                             seconds, trains[f], vals[f]))
     return out
 
 
@@ -339,12 +331,12 @@ def train_generic_folds(dataset: Dataset, targets: Sequence[str], model: Model, 
                         progress: Callable[[str], None] | None = None) -> list[FitResult]:
     """The generic networks of several leave-one-subject-out folds, trained together.
 
-    For each `targets[i]` this is `_transfer.train_generic(source, model, config, keys[i],
+    For each `targets[i]` this is `transfer.train(source, model, config, key=keys[i],
     physics=physics)` with `source` = every subject of `dataset` but the target (the same
     network initialisation, segments, train/validation split, loss weights and budget),
     optimised through `fit_stacked` (so: no checkpoints; ValueError if the folds'
     segment counts differ, e.g. subjects with different recording lengths — then call
-    `train_generic` per fold).
+    `train` per fold).
 
     Args:
         dataset: processed trials of every subject (`train`'s requirements).
@@ -357,7 +349,7 @@ def train_generic_folds(dataset: Dataset, targets: Sequence[str], model: Model, 
 
     Returns one `FitResult` per target, in order.
     """
-    from ._transfer import _generic_start, _weights
+    from .transfer import generic_start, loss_weights
 
     keys = list(keys)
     if len(keys) != len(targets):
@@ -369,14 +361,14 @@ def train_generic_folds(dataset: Dataset, targets: Sequence[str], model: Model, 
             raise ValueError(f"target {target!r} is not a subject of the dataset "
                              f"({', '.join(dataset.subjects)}).")
         source, _ = dataset.leave_one_subject_out(target)
-        start, train, val, k_fit = _generic_start(source, config, key)
+        start, train, val, k_fit = generic_start(source, config, key)
         predictors.append(start)
         trains.append(train)
         vals.append(val)
         fit_keys.append(k_fit)
     adjustments = [SubjectAdjustment.identity(model.n_muscles) for _ in targets]
     return fit_stacked(predictors, adjustments, model, trains, vals, keys=fit_keys,
-                       trainable="all", weights=_weights(config, physics, regularise=False),
+                       trainable="all", weights=loss_weights(config, physics, regularise=False),
                        steps=config.generic_steps, batch_size=config.batch_size,
                        learning_rate=config.generic_learning_rate,
                        eval_every=config.eval_every, patience=config.patience,

@@ -1,4 +1,4 @@
-"""Two-tier input checks (DESIGN.md principle 7).
+"""Two-tier input checks, used by every module that takes user input.
 
 Concrete values (plain numbers, NumPy arrays, JAX arrays outside `jit`) are checked
 eagerly and raise `ValueError` naming the input and the fix. Traced values (inside `jit`,
@@ -7,12 +7,12 @@ eagerly and raise `ValueError` naming the input and the fix. Traced values (insi
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from typing import Any
-
 from jaxtyping import Array, ArrayLike
 
 
@@ -29,33 +29,46 @@ def as_float_array(x: ArrayLike) -> Array:
     return x
 
 
-def _check(name: str, x: Array, bad_fn, what: str, fix: str) -> Array:
+def check_values(name: str, x: Array, bad_fn, what: str, fix: str) -> Array:
     if is_concrete(x):
         bad = np.asarray(bad_fn(np.asarray(x)))
         if bad.any():
             vals = np.asarray(x)[bad] if np.ndim(x) else np.asarray(x)
-            raise ValueError(f"{name} {what}: got {vals.ravel()[:5].tolist()}{'...' if bad.sum() > 5 else ''}. {fix}")
+            raise ValueError(f"{name} {what}: got {vals.ravel()[:5].tolist()}"
+                             f"{'...' if bad.sum() > 5 else ''}. {fix}")
         return x
     return eqx.error_if(x, bad_fn(x), f"{name} {what}. {fix}")
 
 
 def check_finite(name: str, x: Array) -> Array:
     """Raise (or `error_if`) if `x` has NaN or inf."""
-    return _check(name, x, lambda v: ~(v == v) | (v == np.inf) | (v == -np.inf),
-                  "contains NaN or inf", "Replace missing samples before calling (e.g. interpolate).")
+    return check_values(name, x, lambda v: ~(v == v) | (v == np.inf) | (v == -np.inf),
+                        "contains NaN or inf",
+                        "Replace missing samples before calling (e.g. interpolate).")
 
 
 def check_positive(name: str, x: Array) -> Array:
     """Raise (or `error_if`) unless every entry of `x` is finite and > 0."""
     x = check_finite(name, x)
-    return _check(name, x, lambda v: ~(v > 0), "must be positive",
+    return check_values(name, x, lambda v: ~(v > 0), "must be positive",
                   "Pass lengths in m, forces in N and times in s, all > 0.")
 
 
 def check_nonnegative(name: str, x: Array) -> Array:
     """Raise (or `error_if`) unless every entry of `x` is finite and >= 0."""
     x = check_finite(name, x)
-    return _check(name, x, lambda v: ~(v >= 0), "must be >= 0", "Use 0 to switch it off.")
+    return check_values(name, x, lambda v: ~(v >= 0), "must be >= 0", "Use 0 to switch it off.")
+
+
+def positive(name: str):
+    """A field converter: the value as a float array, checked finite and > 0 (use with
+    `eqx.field(converter=positive("Owner.field"))`)."""
+    return lambda x: check_positive(name, as_float_array(x))
+
+
+def finite(name: str):
+    """A field converter: the value as a float array, checked finite."""
+    return lambda x: check_finite(name, as_float_array(x))
 
 
 def check_per_muscle(name: str, x: ArrayLike, n_muscles: int) -> Array:

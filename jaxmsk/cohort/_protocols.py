@@ -151,7 +151,8 @@ class Controller(eqx.Module):
         a = model.muscles.params.max_isometric_force[:, None] * r  # (muscles, dofs)
         base = plan.cocontraction + plan.fluctuation(t)
         tau_dev = tau - a.T @ base
-        gram = a.T @ a + self.regularisation * jnp.trace(a.T @ a) * jnp.eye(a.shape[1], dtype=a.dtype)
+        gram = (a.T @ a
+                + self.regularisation * jnp.trace(a.T @ a) * jnp.eye(a.shape[1], dtype=a.dtype))
         share = a @ jnp.linalg.solve(gram, tau_dev)
         return jnp.clip(base + plan.weights * share, MIN_EXCITATION, 1.0)
 
@@ -193,7 +194,8 @@ def default_ranges(model, *, capacity_fraction: float = 0.2, cocontraction: floa
     for i in range(d):
         grid = jnp.linspace(c[i] - 0.9 * s[i], c[i] + 0.9 * s[i], n_grid)
         up, down = _directional_moments(model, grid, i, cocontraction)
-        ok = np.asarray((up >= capacity_fraction * up.max()) & (down >= capacity_fraction * down.max()))
+        ok = np.asarray((up >= capacity_fraction * up.max())
+                        & (down >= capacity_fraction * down.max()))
         g = np.asarray(grid)
         centre_idx = int(np.argmin(np.abs(g - float(c[i]))))
         if not ok[centre_idx]:

@@ -6,9 +6,9 @@ laptop in minutes.
 2. sEMG is processed (band-pass, notch, envelope, MVC normalisation, 100 Hz).
 3. For each of the last `folds` subjects (leave-one-subject-out): a generic CNN is trained
    on the others with the equation of motion as a soft constraint; then every method of
-   `jaxmsk._transfer.METHODS` gets the first 20 % of each of the held-out subject's trials
+   `jaxmsk.METHODS` gets the first 20 % of each of the held-out subject's trials
    after their first second, and is evaluated on the remaining 80 %. The first second (the
-   protocols' fade-in from rest, `data._protocols.FADE_IN_S`) is used by no method: it is a
+   protocols' fade-in from rest, `jaxmsk.cohort._protocols.FADE_IN_S`) is used by no method: it is a
    transient the test data do not have, and fine-tuning on it taught the networks a phase
    lead (experiments/transfer/README.md).
 4. `results.json`, `results.md` and PNG plots are written to `out`.
@@ -27,18 +27,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import models
-from ._transfer import METHODS, TransferConfig, run_fold
-from .data import synthetic_cohort
-from .data._protocols import FADE_IN_S
-from .io._atomic import atomic_write_text
+from .. import models
+from .._learn.transfer import METHODS, TransferConfig, run_fold
+from ..cohort import synthetic_cohort
+from ..cohort._protocols import FADE_IN_S
+from ..io._atomic import atomic_write_text
 
 DEMO_CONFIG = TransferConfig(generic_steps=1000, personal_steps=300, eval_every=100)
 METRICS = ("angle_rmse", "force_rmse", "angle_nrmse", "force_nrmse", "angle_r2", "force_r2",
            "angle_pearson_r", "force_pearson_r", "eom_residual_rms")
 
 
-def _aggregate(folds: list[dict]) -> dict:
+def aggregate(folds: list[dict]) -> dict:
     out = {}
     for m in METHODS:
         rows = [f["methods"][m] for f in folds if m in f["methods"]]
@@ -79,7 +79,8 @@ def _markdown(results: dict) -> str:
              f"subject's trials after their first {results.get('share_start_s', 0):g} s "
              "(the protocols' fade-in from rest, used by no method); the metrics are over "
              "the rest of them.", "",
-             "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² | EoM residual RMS |",
+             "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² "
+             "| EoM residual RMS |",
              "|---|---|---|---|---|---|"]
     for m, r in results["methods"].items():
         lines.append(f"| {m} | {r['angle_rmse']:.4f} ± {r['angle_rmse_sd']:.4f} | "
@@ -98,9 +99,9 @@ def _markdown(results: dict) -> str:
 
 
 def _plots(out: Path, cohort, dataset, fold: dict, results: dict, overwrite: bool) -> list[str]:
-    from ._plots import _pyplot, save_figure
+    from .report import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     names = list(results["methods"])
@@ -168,7 +169,7 @@ def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int
                                      share_fraction=share_fraction, share_start=share_start,
                                      progress=progress))
     results = {
-        "methods": _aggregate(fold_results),
+        "methods": aggregate(fold_results),
         "strength": _strength(cohort, fold_results),
         "folds": [{k: v for k, v in f.items()
                    if k not in ("predictors", "generic_predictor", "test")}

@@ -23,202 +23,35 @@ physics loss only, and no force metric is reported.
 
 A checkpoint holds `(Predictor, SubjectAdjustment)`; its metadata names the network, its
 sizes and dtype, the model's muscles and coordinates, the sampling rate, the sEMG units and
-the training subjects, so `load_predictor` rebuilds the structure and refuses a mismatching
-model, rate or subject.
+the training subjects, so `load_predictor` (`jaxmsk._learn.checkpoint`) rebuilds the
+structure and refuses a mismatching model, rate or subject.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._train import Predictor, SubjectAdjustment, evaluate_segments, predict
-from ._transfer import METHODS, TransferConfig, compare_methods, train
-from .data._dataset import Dataset, Trial
-from .io._atomic import atomic_write_text
-from .io._checkpoint import _read_sidecar, load_checkpoint, save_checkpoint
+from .. import models
+from .._learn import checkpoint
+from .._learn.checkpoint import GENERIC_FILE, PERSONALISED_FILE, load_predictor, save_predictor
+from .._learn.recordings import load_data
+from .._learn.train import evaluate_segments, predict
+from .._learn.transfer import METHODS, TransferConfig, compare_methods, train
+from ..data._dataset import Dataset, Trial
+from .report import config_json, device_name, pyplot, save_figure, write_results
 
-GENERIC_FILE = "generic.eqx"
-PERSONALISED_FILE = "personalised.eqx"
-NETWORKS = ("cnn", "tcn", "gru", "mlp")
 UNITS = {"angle": "rad", "force": "N", "eom_residual_rms": "dimensionless"}
-_META_KEYS = ("network", "n_inputs", "n_outputs", "n_dofs", "dtype", "muscles", "coordinates",
-              "fs", "emg_units", "subjects", "segment_length")
-
-
-def network_builder(name: str) -> Callable:
-    """`(n_inputs, n_outputs, key) -> network` for a `--network` name (default sizes)."""
-    from . import nn
-
-    classes = {"cnn": nn.CNN, "tcn": nn.TCN, "gru": nn.GRU, "mlp": nn.MLP}
-    if name not in classes:
-        raise ValueError(f"--network {name!r}: choose one of {', '.join(NETWORKS)}.")
-    cls = classes[name]
-    return lambda n_inputs, n_outputs, key: cls(n_inputs, n_outputs, key=key)
-
-
-def load_model(name: str):
-    """A built-in model ("wrist", "arm26"), a jaxmsk model .json, or an OpenSim .osim file
-    (through `jaxmsk.load_osim`, which needs the `opensim` package)."""
-    from ._cohort_cli import load_model_argument
-    from .models import BUILTIN
-
-    path = Path(name)
-    if name not in BUILTIN and path.suffix.lower() in (".osim", ".json") and not path.is_file():
-        raise ValueError(f"--model {name}: no such file.")
-    if path.suffix.lower() == ".osim":
-        from .io import load_osim
-
-        try:
-            return load_osim(path)
-        except ImportError as e:
-            raise ValueError(f"--model {name}: {e}") from None
-    if name not in BUILTIN and path.suffix.lower() != ".json":
-        raise ValueError(f"--model {name!r}: use one of {BUILTIN}, an OpenSim .osim file or a "
-                         "model .json saved with jaxmsk.models.save_model_json.")
-    return load_model_argument(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Recordings → a processed dataset in the model's muscle and coordinate order.
-
-
-def _columns(labels, names, n: int, file: str, what: str, notes: dict) -> list[int]:
-    if names and all(x in labels for x in names):
-        return [labels.index(x) for x in names]
-    if len(labels) == n:
-        if names:
-            key = (f"columns {', '.join(labels)} do not name the model's {what} "
-                   f"({', '.join(names)}); they are taken in file order, e.g. in {file}")
-            notes[key] = notes.get(key, 0) + 1
-        return list(range(n))
-    raise ValueError(
-        f"{file} has {len(labels)} column(s) ({', '.join(labels)}) but the model has "
-        f"{n} {what} ({', '.join(names)}); jaxmsk needs one column per model {what[:-1]}. Name "
-        f"the columns after the model's {what} (other columns are then ignored), or pass the "
-        "model the recordings belong to with --model.")
-
-
-def _conform(t: Trial, model, root: Path, notes: dict, require_forces: bool = True) -> Trial:
-    where = root / t.subject / t.name
-    if t.forces is None and require_forces:
-        raise ValueError(
-            f"{where}_muscle_forces.sto is missing: training and evaluation need muscle force "
-            "labels (N, one column per muscle, on the kinematics' time base), e.g. from OpenSim "
-            "static optimisation or CEINMS; add the file for every trial.")
-    mus = _columns(t.emg_labels, model.muscle_names, model.n_muscles, f"{where}_emg.sto",
-                   "muscles", notes)
-    dofs = _columns(t.coordinate_labels, model.coordinate_names, model.n_dofs,
-                    f"{where}_kinematics.mot", "coordinates", notes)
-    muscles = tuple(model.muscle_names) or tuple(t.emg_labels[i] for i in mus)
-    return dataclasses.replace(
-        t, emg=t.emg[:, mus], emg_labels=muscles,
-        forces=None if t.forces is None else t.forces[:, mus],
-        force_labels=muscles if t.forces is not None else (),
-        q=t.q[:, dofs], coordinate_labels=tuple(t.coordinate_labels[i] for i in dofs),
-        mvc_emg=None if t.mvc_emg is None else t.mvc_emg[:, mus])
-
-
-def _processed(t: Trial, root: Path) -> Trial:
-    if not t.processed:
-        return t.process()
-    if abs(t.fs_emg - t.fs) > 1e-6 * t.fs:
-        raise ValueError(f"{root / t.subject / t.name}_emg.sto holds processed sEMG at "
-                         f"{t.fs_emg:g} Hz but its kinematics are at {t.fs:g} Hz; resample the "
-                         "envelope to the kinematics' rate, or store raw sEMG.")
-    n = min(len(t.emg), t.n_samples)
-    return dataclasses.replace(t, emg=t.emg[:n], q=t.q[:n],
-                               forces=None if t.forces is None else t.forces[:n])
-
-
-def load_data(root, model, subjects=None, progress: Callable[[str], None] = print, *,
-              require_forces: bool = True) -> Dataset:
-    """Load `root` (`jaxmsk.io.load_recordings`), conform every trial to `model` (muscles
-    and coordinates by name, or in file order when the number matches) and process raw sEMG
-    (`Trial.process`: envelope, MVC-normalised when mvc_emg.sto is there, at the labels'
-    rate). `require_forces=False` accepts trials without muscle-force files (identification
-    needs none). Raises ValueError naming the file and the fix."""
-    from .io import load_recordings
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"--data {root}: no such folder; pass the folder holding one folder "
-                         "per subject (S01/<trial>_emg.sto, <trial>_kinematics.mot, "
-                         "<trial>_muscle_forces.sto, mvc_emg.sto).")
-    dataset = load_recordings(root, subjects=subjects)
-    notes: dict = {}
-    trials = [_processed(_conform(t, model, root, notes, require_forces), root)
-              for t in dataset.trials]
-    for note, count in notes.items():
-        progress(f"note: {note} ({count} file(s)).")
-    units = {}
-    for t in trials:
-        units.setdefault(t.emg_units, f"{t.subject}/{t.name}")
-    if len(units) > 1:
-        raise ValueError(f"the sEMG envelopes have different units ({units}): give every "
-                         "subject an mvc_emg.sto (MVC-normalised, units 1) or none.")
-    return Dataset(tuple(trials))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints.
-
-
-def save_predictor(path, predictor: Predictor, adjustment: SubjectAdjustment, metadata: dict,
-                   *, overwrite: bool) -> str:
-    """`save_checkpoint` of `(predictor, adjustment)`; `metadata` needs `_META_KEYS` except
-    dtype, which is added."""
-    dtype = str(jnp.result_type(*jax.tree.leaves(eqx.filter(predictor, eqx.is_inexact_array))))
-    return save_checkpoint(path, (predictor, adjustment), metadata={**metadata, "dtype": dtype},
-                           overwrite=overwrite)
-
-
-def load_predictor(path, model) -> tuple[Predictor, SubjectAdjustment, dict]:
-    """A checkpoint written by `jaxmsk train` or `personalise` (the file, or a folder holding
-    generic.eqx), in the current float dtype. ValueError if it does not fit `model`."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / GENERIC_FILE
-    if not path.is_file():
-        raise ValueError(f"--generic {path}: no such checkpoint; pass the --out folder of "
-                         f"`jaxmsk train` (holding {GENERIC_FILE}) or the .eqx file itself.")
-    meta = _read_sidecar(str(path))["metadata"]
-    missing = [k for k in _META_KEYS if k not in meta]
-    if missing:
-        raise ValueError(f"--generic {path}: not a checkpoint of `jaxmsk train` (its metadata "
-                         f"lacks {missing}).")
-    for what, names in (("muscles", model.muscle_names), ("coordinates", model.coordinate_names)):
-        if len(meta[what]) != len(names) or (names and tuple(meta[what]) != tuple(names)):
-            raise ValueError(f"--generic {path} was trained with a model whose {what} are "
-                             f"{meta[what]}, but --model has {list(names)}; pass the model it "
-                             "was trained with.")
-    net = network_builder(meta["network"])(meta["n_inputs"], meta["n_outputs"], jax.random.key(0))
-    like = (Predictor(net, jnp.zeros(meta["n_outputs"]), jnp.ones(meta["n_outputs"]),
-                      meta["n_dofs"]), SubjectAdjustment.identity(model.n_muscles))
-    stored = np.dtype(meta["dtype"])  # loaded through NumPy: any dtype, whatever x64 is
-    like = jax.tree.map(lambda x: np.zeros(x.shape, stored) if eqx.is_inexact_array(x) else x,
-                        like)
-    (predictor, adjustment), _ = load_checkpoint(path, like)
-    here = jnp.result_type(float)
-    predictor, adjustment = jax.tree.map(
-        lambda x: jnp.asarray(x, here) if isinstance(x, np.ndarray) else x, (predictor, adjustment))
-    return predictor, adjustment, meta
 
 
 # ---------------------------------------------------------------------------------------------
 # Reports.
-
-
-def _device() -> str:
-    return f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
 
 
 def _force_labels_or_placeholders(dataset: Dataset, model, root: Path, subject: str,
@@ -253,11 +86,6 @@ def _labelled(m: dict, model) -> dict:
             "force": {"labels": list(model.muscle_names), **m["force"]}}
 
 
-def _config_json(config: TransferConfig) -> dict:
-    return {k: (v if isinstance(v, (int, float, str)) else repr(v))
-            for k, v in config.__dict__.items() if k != "network"}
-
-
 def _train_markdown(r: dict) -> str:
     tr, va = r["training"], r["validation"]
     lines = ["# jaxmsk train: generic network", "",
@@ -285,7 +113,8 @@ def _personalise_markdown(r: dict) -> str:
              f"Generic network {r['generic']}; each method got {share} "
              f"({', '.join(r['share_trials'])}) and is evaluated on the rest "
              f"({', '.join(r['test_trials'])}).", "",
-             "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² | EoM residual RMS |",
+             "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² "
+             "| EoM residual RMS |",
              "|---|---|---|---|---|---|"]
     for m, v in r["methods"].items():
         f_rmse, f_r2 = ((f"{v['force_rmse']:.3f}", f"{v['force_r2']:.3f}") if r["force_labels"]
@@ -307,9 +136,7 @@ def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool,
             force_truth: bool = True) -> str:
     """Every output of one test trial: measured against each method's prediction (forces
     without a measured line when the subject has no force labels)."""
-    from ._plots import _pyplot, save_figure
-
-    plt = _pyplot()
+    plt = pyplot()
     rf = next(iter(predictors.values())).net.receptive_field
     t = trial.time()[rf - 1:]
     truth = np.concatenate([trial.q, trial.forces], axis=1)[rf - 1:]
@@ -330,19 +157,6 @@ def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool,
     axes[-1, 0].set_xlabel("time (s) from the start of the evaluated part")
     fig.suptitle(f"subject {trial.subject}, trial {trial.name}: predictions vs measurements")
     return save_figure(fig, path, overwrite=overwrite)
-
-
-def _report(out: Path, results: dict, files: list[str], markdown: Callable[[dict], str],
-            started: float, overwrite: bool, progress: Callable[[str], None]) -> dict:
-    """Add the time and the files to `results`; write results.json and results.md."""
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    results["files"] = files + [str(out / name) for name in ("results.json", "results.md")]
-    text = markdown(results)
-    for name, content in (("results.json", json.dumps(results, indent=2) + "\n"),
-                          ("results.md", text)):
-        atomic_write_text(out / name, content, overwrite=overwrite)
-    progress("\n" + text + f"\nwrote {', '.join(results['files'])}")
-    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,10 +180,10 @@ def run_train(out: Path, *, data, model: str = "wrist", subjects=None, steps: in
               progress: Callable[[str], None] = print) -> dict:
     """`jaxmsk train` (see the module docstring); budgets default to `TransferConfig()`'s."""
     started = time.perf_counter()
-    config = _budget(TransferConfig(network=network_builder(network)), generic_steps=steps,
-                     batch_size=batch_size, segment_length=segment_length)
-    mdl = load_model(model)
-    progress(f"jaxmsk train on {_device()}, {jnp.result_type(float)}")
+    config = _budget(TransferConfig(network=checkpoint.network_builder(network)),
+                     generic_steps=steps, batch_size=batch_size, segment_length=segment_length)
+    mdl = models.load(model, argument="--model")
+    progress(f"jaxmsk train on {device_name()}, {jnp.result_type(float)}")
     dataset = load_data(data, mdl, subjects, progress)
     progress(f"training the generic {network} on {', '.join(dataset.subjects)} "
              f"({len(dataset)} trials), {config.generic_steps} steps ...")
@@ -383,7 +197,7 @@ def run_train(out: Path, *, data, model: str = "wrist", subjects=None, steps: in
         "training": _labelled(evaluate_segments(pred, fit.train, mdl), mdl),
         "validation": _labelled(evaluate_segments(pred, fit.val, mdl), mdl),
         "best_step": fit.best_step, "steps": config.generic_steps, "history": fit.history,
-        "config": _config_json(config), "seed": seed, "device": _device(),
+        "config": config_json(config), "seed": seed, "device": device_name(),
         "dtype": str(jnp.result_type(float)), "units": UNITS}
     out.mkdir(parents=True, exist_ok=True)
     meta = {"kind": "generic", "network": network, "n_inputs": pred.net.n_inputs,
@@ -393,7 +207,7 @@ def run_train(out: Path, *, data, model: str = "wrist", subjects=None, steps: in
             "subjects": list(dataset.subjects), "segment_length": config.segment_length,
             "best_step": fit.best_step, "seed": seed}
     files = [save_predictor(out / GENERIC_FILE, pred, fit.adjustment, meta, overwrite=overwrite)]
-    return _report(out, results, files, _train_markdown, started, overwrite, progress)
+    return write_results(out, results, files, _train_markdown, started, overwrite, progress)
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -422,9 +236,9 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
     if share is not None and not 0 < share < 1:
         raise ValueError(f"--share {share}: give the fraction of every trial to personalise "
                          "on, between 0 and 1 (e.g. 0.2), or --trials.")
-    mdl = load_model(model)
+    mdl = models.load(model, argument="--model")
     predictor, _, meta = load_predictor(generic, mdl)
-    config = _budget(TransferConfig(network=network_builder(meta["network"]),
+    config = _budget(TransferConfig(network=checkpoint.network_builder(meta["network"]),
                                     segment_length=meta["segment_length"]),
                      personal_steps=steps, batch_size=batch_size)
     generic_folder = Path(generic) if Path(generic).is_dir() else Path(generic).parent
@@ -436,7 +250,7 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
                          f"{', '.join(meta['subjects'])}, this subject included, so its "
                          "evaluation would not be held out; train it without this subject "
                          "(jaxmsk train --subjects ...).")
-    progress(f"jaxmsk personalise {subject} on {_device()}, {jnp.result_type(float)}")
+    progress(f"jaxmsk personalise {subject} on {device_name()}, {jnp.result_type(float)}")
     dataset = load_data(data, mdl, [subject], progress, require_forces=False)
     dataset, force_labels = _force_labels_or_placeholders(dataset, mdl, Path(data), subject,
                                                           progress)
@@ -472,6 +286,6 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
         "force_labels": force_labels, "methods": scored,
         "strength_scales": {m: dict(zip(mdl.muscle_names, s))
                             for m, s in fold["strength_scales"].items()},
-        "config": _config_json(config), "seed": seed, "device": _device(),
+        "config": config_json(config), "seed": seed, "device": device_name(),
         "dtype": str(jnp.result_type(float)), "units": UNITS}
-    return _report(out, results, files, _personalise_markdown, started, overwrite, progress)
+    return write_results(out, results, files, _personalise_markdown, started, overwrite, progress)

@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-
-def _output_folder(command: str, args) -> Path | None:
-    """`--out` as a Path, or None (after saying why) if it holds files and --overwrite is
-    not given: nothing a user saved is replaced without asking."""
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"jaxmsk {command}: {out} exists and is not empty; pass --overwrite to replace "
-              "the files it writes there, or choose another --out.", file=sys.stderr)
-        return None
-    return out
-
-
-def _run(command: str, args, run, **kwargs) -> int:
-    """Check `--out`, call `run(out, **kwargs)`; input errors become a message and exit code 2."""
-    if getattr(args, "x64", False):
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    out = _output_folder(command, args)
-    if out is None:
-        return 2
-    try:
-        run(out, **kwargs)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"jaxmsk {command}: {e}", file=sys.stderr)
-        return 2
-    return 0
+from .report import run_command
 
 
 def _demo(args) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
-    return _run("demo", args, run_demo, n_subjects=args.subjects, folds=args.folds,
-                seed=args.seed, overwrite=args.overwrite)
+    return run_command("demo", args, run_demo, n_subjects=args.subjects, folds=args.folds,
+                       seed=args.seed, overwrite=args.overwrite)
 
 
 def _cohort(args) -> int:
@@ -48,11 +20,11 @@ def _cohort(args) -> int:
     # Cohorts are integrated at rtol 1e-6: float64, set here by the application (never by
     # `import jaxmsk`).
     jax.config.update("jax_enable_x64", True)
-    from ._cohort_cli import run_cohort
+    from .cohort import run_cohort
 
-    return _run("cohort", args, run_cohort, model=args.model, subjects=args.subjects,
-                repetitions=args.repetitions, duration=args.duration, fs=args.fs,
-                fs_emg=args.fs_emg, seed=args.seed, overwrite=args.overwrite)
+    return run_command("cohort", args, run_cohort, model=args.model, subjects=args.subjects,
+                       repetitions=args.repetitions, duration=args.duration, fs=args.fs,
+                       fs_emg=args.fs_emg, seed=args.seed, overwrite=args.overwrite)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -60,21 +32,21 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _train(args) -> int:
-    from ._train_cli import run_train
+    from .train import run_train
 
-    return _run("train", args, run_train, data=args.data, model=args.model,
-                subjects=_names(args.subjects), steps=args.steps, seed=args.seed,
-                network=args.network, batch_size=args.batch_size,
-                segment_length=args.segment_length, overwrite=args.overwrite)
+    return run_command("train", args, run_train, data=args.data, model=args.model,
+                       subjects=_names(args.subjects), steps=args.steps, seed=args.seed,
+                       network=args.network, batch_size=args.batch_size,
+                       segment_length=args.segment_length, overwrite=args.overwrite)
 
 
 def _personalise(args) -> int:
-    from ._train_cli import run_personalise
+    from .train import run_personalise
 
-    return _run("personalise", args, run_personalise, data=args.data, subject=args.subject,
-                generic=args.generic, model=args.model, share=args.share, trials=args.trials,
-                steps=args.steps, batch_size=args.batch_size, methods=args.methods,
-                seed=args.seed, overwrite=args.overwrite)
+    return run_command("personalise", args, run_personalise, data=args.data, subject=args.subject,
+                       generic=args.generic, model=args.model, share=args.share, trials=args.trials,
+                       steps=args.steps, batch_size=args.batch_size, methods=args.methods,
+                       seed=args.seed, overwrite=args.overwrite)
 
 
 def _common(p, out_help: str, out_default: str | None = None) -> None:
@@ -140,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "one subject")
     cohort.add_argument("--out", required=True, help="output folder: cohort/, recordings/, "
                         "plots/, summary.md")
-    cohort.add_argument("--model", default="wrist", help="wrist, arm26 or a model .json file")
+    cohort.add_argument("--model", default="wrist", help=_MODEL_HELP)
     cohort.add_argument("--subjects", type=int, default=8)
     cohort.add_argument("--repetitions", type=int, default=2, help="trials per protocol")
     cohort.add_argument("--duration", type=float, default=10.0, help="seconds per trial")
@@ -149,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     cohort.add_argument("--seed", type=int, default=0, help="PRNG seed: same seed, same cohort")
     cohort.add_argument("--overwrite", action="store_true", help="replace files in --out")
     cohort.set_defaults(func=_cohort)
-    from ._identify_cli import add_parser as add_identify
+    from .identify import add_parser as add_identify
 
     add_identify(sub)
     args = parser.parse_args(argv)

@@ -24,10 +24,17 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ._model import Model
-from ._train import (FitResult, LossWeights, Predictor, Segments, SubjectAdjustment, evaluate,
-                     fit, make_segments)
-from .data._dataset import Dataset
+from .._model import Model
+from ..data._dataset import Dataset
+from ..data._segments import Segments, make_segments
+from .train import (
+    FitResult,
+    LossWeights,
+    Predictor,
+    SubjectAdjustment,
+    evaluate,
+    fit,
+)
 
 # Without force labels a new network's force outputs are standardised by mean 0 and this
 # fraction of F_max (the wrist cohort's forces have sd 0.03–0.1 F_max).
@@ -79,11 +86,11 @@ class TransferConfig:
     def make_network(self, n_inputs: int, n_outputs: int, key):
         if self.network is not None:
             return self.network(n_inputs, n_outputs, key)
-        from .nn import CNN
+        from ..nn import CNN
         return CNN(n_inputs, n_outputs, key=key)
 
 
-def _split_in_time(share: Dataset, receptive_field: int, config: TransferConfig
+def split_in_time(share: Dataset, receptive_field: int, config: TransferConfig
                    ) -> tuple[Segments, Segments]:
     """Train on the first (1 − validation_fraction) of every trial of a subject's share and
     validate on the rest. No label is in both: validation predicts only samples after the
@@ -91,15 +98,15 @@ def _split_in_time(share: Dataset, receptive_field: int, config: TransferConfig
     the split, as the network would when run on the whole trial, so every held-out sample
     is a validation label (from a 2-s chunk at 20 %: 40 labels, against 9 if the history
     had to come from the held-out part too)."""
-    from .data._dataset import _cut
+    from ..data._dataset import cut
 
     vf = config.validation_fraction
     first, last = [], []
     for t in share.trials:
         n = t.n_samples
         s = int(round((1.0 - vf) * n))
-        first.append(_cut(t, 0, s, "a"))
-        last.append(_cut(t, max(0, s - receptive_field + 1), n, "b"))
+        first.append(cut(t, 0, s, "a"))
+        last.append(cut(t, max(0, s - receptive_field + 1), n, "b"))
     parts = []
     for part in (Dataset(tuple(first)), Dataset(tuple(last))):
         shortest = min(t.n_samples for t in part.trials)
@@ -121,7 +128,7 @@ def _split_segments(seg: Segments, fraction: float, key) -> tuple[Segments, Segm
     return seg.take(order[n_val:]), seg.take(order[:n_val])
 
 
-def _weights(config: TransferConfig, physics: bool, regularise: bool = True,
+def loss_weights(config: TransferConfig, physics: bool, regularise: bool = True,
              force_labels: bool = True) -> LossWeights:
     w = config.weights
     if not physics:
@@ -156,13 +163,19 @@ def train(source: Dataset, model: Model, config: TransferConfig = TransferConfig
     forces (T', muscles) N), T' = T − receptive_field + 1; `.train` / `.val` are the
     segments it used (split at random, `config.validation_fraction` for validation).
     """
-    return train_generic(source, model, config, key, physics=physics, progress=progress,
-                         checkpoint=checkpoint)
+    start, train_seg, val_seg, k_fit = generic_start(source, config, key)
+    return fit(start, SubjectAdjustment.identity(model.n_muscles), model,
+               train_seg, val_seg, key=k_fit, trainable="all",
+               weights=loss_weights(config, physics, regularise=False),
+               steps=config.generic_steps, batch_size=config.batch_size,
+               learning_rate=config.generic_learning_rate, eval_every=config.eval_every,
+               patience=config.patience, progress=progress, label="generic: ",
+               checkpoint=checkpoint)
 
 
-def _generic_start(source: Dataset, config: TransferConfig, key):
+def generic_start(source: Dataset, config: TransferConfig, key):
     """(initial Predictor, train segments, validation segments, key of the fit) of a generic
-    network (shared by `train_generic` and `_folds.train_generic_folds`)."""
+    network (shared by `train` and `folds.train_generic_folds`)."""
     k_net, k_split, k_fit = jax.random.split(key, 3)
     n_in = len(source.trials[0].emg_labels)
     n_out = source.trials[0].q.shape[1] + source.trials[0].forces.shape[1]
@@ -170,21 +183,6 @@ def _generic_start(source: Dataset, config: TransferConfig, key):
     seg = make_segments(source, net.receptive_field, config.segment_length)
     train, val = _split_segments(seg, config.validation_fraction, k_split)
     return Predictor.create(net, train), train, val, k_fit
-
-
-def train_generic(source: Dataset, model: Model, config: TransferConfig, key, *,
-                  physics: bool = True, progress=None, checkpoint=None) -> FitResult:
-    """The generic network: all layers, data + λ·physics under the generic model, on the
-    source subjects' trials (segments split at random into train and validation). `train`
-    is the public form (same behaviour)."""
-    start, train, val, k_fit = _generic_start(source, config, key)
-    return fit(start, SubjectAdjustment.identity(model.n_muscles), model,
-               train, val, key=k_fit, trainable="all",
-               weights=_weights(config, physics, regularise=False),
-               steps=config.generic_steps, batch_size=config.batch_size,
-               learning_rate=config.generic_learning_rate, eval_every=config.eval_every,
-               patience=config.patience, progress=progress, label="generic: ",
-               checkpoint=checkpoint)
 
 
 def personalise(generic: Predictor, share: Dataset, model: Model, config: TransferConfig, key,
@@ -222,10 +220,10 @@ def personalise(generic: Predictor, share: Dataset, model: Model, config: Transf
     Returns a `FitResult`: `.predictor` (as in `train`) and `.adjustment` (apply it to
     `model` for the subject's model; `exp(adjustment.log_strength)` are the F_max scales).
     """
-    train, val = _split_in_time(share, generic.net.receptive_field, config)
+    train, val = split_in_time(share, generic.net.receptive_field, config)
     return fit(generic, SubjectAdjustment.identity(model.n_muscles), model, train, val,
                key=key, trainable=trainable, train_physical=physical and physics,
-               weights=_weights(config, physics, force_labels=force_labels),
+               weights=loss_weights(config, physics, force_labels=force_labels),
                steps=config.personal_steps, batch_size=config.batch_size,
                learning_rate=config.personal_learning_rate,
                physical_learning_rate=config.physical_learning_rate,
@@ -241,13 +239,13 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
     k_net, k_fit = jax.random.split(key)
     t = share.trials[0]
     net = config.make_network(len(t.emg_labels), t.q.shape[1] + t.forces.shape[1], k_net)
-    train, val = _split_in_time(share, net.receptive_field, config)
+    train, val = split_in_time(share, net.receptive_field, config)
     scale = None if force_labels else \
         UNLABELLED_FORCE_SD * np.asarray(model.muscles.params.max_isometric_force)
     return fit(Predictor.create(net, train, force_scale=scale),
                SubjectAdjustment.identity(model.n_muscles), model,
                train, val, key=k_fit, trainable="all", train_physical=physics,
-               weights=_weights(config, physics, force_labels=force_labels),
+               weights=loss_weights(config, physics, force_labels=force_labels),
                steps=config.personal_steps, batch_size=config.batch_size,
                learning_rate=config.personal_learning_rate,
                physical_learning_rate=config.physical_learning_rate,
@@ -261,8 +259,9 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
     """Give each of `methods` the subject's `share` (the generic network for the transfer
     methods), evaluate it on `test` (`evaluate`, under its `SubjectAdjustment` where it has
     one). Needs no source data. `force_labels=False`: every method ignores the share's
-    muscle forces (see `personalise`); `test` keeps them for evaluation. Returns {"methods": {name: metrics}, "predictors": {name:
-    Predictor}, "adjustments": {name: SubjectAdjustment} (physics-informed methods),
+    muscle forces (see `personalise`); `test` keeps them for evaluation. Returns
+    {"methods": {name: metrics}, "predictors": {name: Predictor}, "adjustments":
+    {name: SubjectAdjustment} (physics-informed methods),
     "strength_scales": {name: exp(log_strength)}}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -335,13 +334,13 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
     k_gen, k_share, k_methods = jax.random.split(key, 3)
     source, target_data = dataset.leave_one_subject_out(target)
     if share_start:
-        target_data = _drop_start(target_data, share_start)
+        target_data = drop_start(target_data, share_start)
     if share_trials is not None:
         share, test = target_data.share(k_share, trials=share_trials)
     else:
         share, test = target_data.share(k_share, fraction=share_fraction)
     if generic is None:
-        generic = train_generic(source, model, config, k_gen, progress=say).predictor
+        generic = train(source, model, config, key=k_gen, progress=say).predictor
     out = compare_methods(generic, share, test, model, config, k_methods, methods=methods,
                           force_labels=force_labels, progress=say, label=f"{target} ")
     return {"target": target, "share_trials": [t.name for t in share.trials],
@@ -350,9 +349,9 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
             "predictors": out["predictors"], "test": test}
 
 
-def _drop_start(data: Dataset, seconds: float) -> Dataset:
+def drop_start(data: Dataset, seconds: float) -> Dataset:
     """Every trial without its first `seconds` (processed trials, names kept)."""
-    from .data._dataset import _cut
+    from ..data._dataset import cut
 
     if seconds < 0:
         raise ValueError(f"share_start={seconds} s must be >= 0.")
@@ -362,9 +361,9 @@ def _drop_start(data: Dataset, seconds: float) -> Dataset:
         if k >= t.n_samples - 1:
             raise ValueError(f"share_start={seconds} s leaves nothing of trial {t.subject}/"
                              f"{t.name} ({t.n_samples / t.fs:.2f} s).")
-        out.append(_cut(t, k, t.n_samples, "a"))
+        out.append(cut(t, k, t.n_samples, "a"))
     return Dataset(tuple(out))
 
 
-__all__ = ["METHODS", "TransferConfig", "train", "train_generic", "personalise",
+__all__ = ["METHODS", "TransferConfig", "train", "personalise",
            "from_scratch", "compare_methods", "run_fold"]

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..muscle._validation import as_float_array, check_finite, check_nonnegative
+from .._checks import as_float_array, check_finite, check_nonnegative
 
 SPECTRUM_F_LOW = 60.0  # Hz, Shwedyk et al. (1977) spectral shape parameters
 SPECTRUM_F_HIGH = 120.0  # Hz
@@ -53,7 +53,8 @@ def semg_power_spectrum(f: ArrayLike, f_low: float = SPECTRUM_F_LOW,
 
 def shaped_noise(key: PRNGKeyArray, n: int, channels: int, fs: float, *,
                  f_low: float = SPECTRUM_F_LOW, f_high: float = SPECTRUM_F_HIGH,
-                 band: tuple[float, float] = RECORDING_BAND, dtype=None) -> Float[Array, "n channels"]:
+                 band: tuple[float, float] = RECORDING_BAND,
+                 dtype=None) -> Float[Array, "n channels"]:
     """(n, channels) Gaussian noise with the sEMG spectrum, unit variance per channel."""
     if fs <= 2 * band[1]:
         raise ValueError(f"shaped_noise: fs={fs} Hz cannot represent the {band[1]} Hz upper band "
@@ -68,7 +69,9 @@ def shaped_noise(key: PRNGKeyArray, n: int, channels: int, fs: float, *,
     return (x / jnp.sqrt(jnp.mean(x**2, axis=0))).astype(dtype)
 
 
-def neighbour_crosstalk(coefficients: Float[ArrayLike, " pairs"]) -> Float[Array, "channels channels"]:
+def neighbour_crosstalk(
+    coefficients: Float[ArrayLike, " pairs"],
+) -> Float[Array, "channels channels"]:
     """Crosstalk matrix C for channels in a row: C = I, plus coefficients[i] at (i, i+1) and
     (i+1, i) — electrode i records a fraction coefficients[i] of muscle i+1 and vice versa.
     `coefficients` has n_channels − 1 entries in [0, 1)."""

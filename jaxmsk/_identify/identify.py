@@ -36,14 +36,28 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-# The objective and the optimisers live in _identify_problem.py and _identify_optim.py
-# (split for size); `_loss_and_grad` and `_start_velocity` are re-exported for the tests.
-from ._identify_optim import _loss_and_grad, _loss_fwd, _make_solver, _parts, _run  # noqa: F401
-from ._identify_problem import (DEFAULT_BOUNDS, EMG, FITTABLE, JOINT, EMGExcitation,
-                                IdentificationTrial, _apply, _canonical, _keep, _params,
-                                _Problem, _start_velocity, _to_theta, _trial, _units,  # noqa: F401
-                                _with_joint_passive)
-from ._model import Model
+from .._model import Model
+
+# The objective is problem.py, the optimisers optim.py.
+from .optim import loss_parts, loss_value, make_solver, run_solver
+from .problem import (
+    DEFAULT_BOUNDS,
+    EMG,
+    FITTABLE,
+    JOINT,
+    EMGExcitation,
+    IdentificationTrial,
+    Problem,
+    apply_parameters,
+    as_trial,
+    canonical_name,
+    parameters_to_fit,
+    segment_weights,
+    shooting_units,
+    to_theta,
+    with_joint_passive,
+)
+
 
 @dataclasses.dataclass
 class IdentificationResult:
@@ -204,8 +218,8 @@ def identify(
                          f"{shooting_interval}.")
     say = (lambda s: print(f"identify: {s}", file=sys.stderr, flush=True)) if progress is True \
         else (progress or (lambda s: None))
-    kind, opt = _make_solver(method, tol)
-    problem, theta0 = _build(model, trials, fit, bounds=bounds, initial=initial,
+    kind, opt = make_solver(method, tol)
+    problem, theta0 = build_problem(model, trials, fit, bounds=bounds, initial=initial,
                              emg_model=emg_model, shooting_interval=shooting_interval,
                              fit_initial_state=fit_initial_state, q_sigma=q_sigma,
                              moment_sigma=moment_sigma, defect_weight=defect_weight,
@@ -228,9 +242,9 @@ def identify(
                                                                    v.shape, v.dtype)
                            for i, (k, v) in enumerate(theta0["phys"].items())}
         t_run = time.perf_counter()
-        theta, history, steps, converged, message, compile_s, jac = _run(
+        theta, history, steps, converged, message, compile_s, jac = run_solver(
             kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{starts}", seed=s, tol=tol)
-        loss = float(_loss_fwd(theta, problem))
+        loss = float(loss_value(theta, problem))
         runs.append(dict(theta=theta, loss=loss, history=history, steps=steps, jac=jac,
                          converged=converged, message=message, compile_s=compile_s,
                          wall_s=time.perf_counter() - t_run))
@@ -240,36 +254,36 @@ def identify(
     return _result(problem, params, best, runs, method, identifiability_rtol)
 
 
-def _build(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
+def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
            fit_initial_state, q_sigma, moment_sigma, defect_weight, solver, rtol, atol,
-           max_sim_steps) -> tuple[_Problem, dict]:
+           max_sim_steps) -> tuple[Problem, dict]:
     """Check the inputs and set up the objective and its starting θ."""
-    checked = [_trial(i, t, model) for i, t in enumerate(trials)]
+    checked = [as_trial(i, t, model) for i, t in enumerate(trials)]
     uses_emg = tuple(t.emg is not None for t in checked)
-    fit = tuple(_canonical(f) for f in fit)
+    fit = tuple(canonical_name(f) for f in fit)
     if any(f in EMG for f in fit) and not any(uses_emg):
         raise ValueError("identify: EMG-model parameters (shape_factor, c1, c2, emg_delay) can "
                          "only be fitted from trials that give `emg` instead of `excitation`.")
     emg_model = EMGExcitation() if emg_model is None else emg_model
     joint_index = -1
     if any(f in JOINT for f in fit):
-        model, joint_index = _with_joint_passive(model)
-    bounds = {_canonical(k): v for k, v in dict(bounds or {}).items()}
+        model, joint_index = with_joint_passive(model)
+    bounds = {canonical_name(k): v for k, v in dict(bounds or {}).items()}
     for k in bounds:
         if k not in fit:
             raise ValueError(f"identify: bounds given for {k!r}, which is not in fit.")
-    params = _params(model, emg_model, fit, bounds, joint_index)
-    initial = {_canonical(k): v for k, v in dict(initial or {}).items()}
+    params = parameters_to_fit(model, emg_model, fit, bounds, joint_index)
+    initial = {canonical_name(k): v for k, v in dict(initial or {}).items()}
     for k in initial:
         if k not in fit:
             raise ValueError(f"identify: initial value for {k!r}, which is not in fit.")
 
     dtype = jnp.result_type(float)
-    units = _units(checked, shooting_interval)
+    units = shooting_units(checked, shooting_interval)
     by_len: dict[int, list[int]] = {}
     for j, u in enumerate(units):
         by_len.setdefault(u.stop - u.start, []).append(j)
-    problem = _Problem(
+    problem = Problem(
         model=model, emg_model=emg_model,
         ts=[jnp.asarray(t.ts, dtype) for t in checked],
         drive=[jnp.asarray(t.emg if t.emg is not None else t.excitation, dtype) for t in checked],
@@ -286,20 +300,20 @@ def _build(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
     return problem, theta0
 
 
-def _initial_theta(problem: _Problem, trials, params, initial, dtype,
+def _initial_theta(problem: Problem, trials, params, initial, dtype,
                    fit_initial_state: bool) -> dict:
     phys = {}
     for p in params:
         start = np.ones(p.size) if p.kind == "scale" else p.nominal.ravel()
         if p.name in initial:
             start = np.broadcast_to(np.asarray(initial[p.name], float), (p.size,))
-        phys[p.name] = jnp.asarray(_to_theta(p, start), dtype)
+        phys[p.name] = jnp.asarray(to_theta(p, start), dtype)
     theta = {"phys": phys, "shoot": None}
     if fit_initial_state:
         theta["q0"], theta["qdot0"] = problem.q0, problem.qdot0
     free = sorted((u for u in problem.units if u.free >= 0), key=lambda u: u.free)
     if free:
-        model, emg_model = _apply(problem.model, problem.emg_model, params, phys,
+        model, emg_model = apply_parameters(problem.model, problem.emg_model, params, phys,
                                   problem.joint_index)
         u_trials = problem.excitations(emg_model)
         states = []
@@ -314,12 +328,12 @@ def _initial_theta(problem: _Problem, trials, params, initial, dtype,
     return theta
 
 
-def _result(problem: _Problem, params, best, runs, method, rtol_ident) -> IdentificationResult:
+def _result(problem: Problem, params, best, runs, method, rtol_ident) -> IdentificationResult:
     theta = best["theta"]
-    model, emg_model = _apply(problem.model, problem.emg_model, params, theta["phys"],
+    model, emg_model = apply_parameters(problem.model, problem.emg_model, params, theta["phys"],
                               problem.joint_index)
     flat, unravel = jax.flatten_util.ravel_pytree(theta)
-    rq, rm, rd = (np.asarray(a) for a in _parts(theta, problem))
+    rq, rm, rd = (np.asarray(a) for a in loss_parts(theta, problem))
     r = np.concatenate([rq, rm, rd])
     if best["jac"] is not None:
         jac = np.asarray(best["jac"])
@@ -407,7 +421,7 @@ def _result(problem: _Problem, params, best, runs, method, rtol_ident) -> Identi
         fitted_q=fitted_q)
 
 
-def _fitted_q(problem: _Problem, rq: np.ndarray) -> list[np.ndarray]:
+def _fitted_q(problem: Problem, rq: np.ndarray) -> list[np.ndarray]:
     """The fitted model's angles per trial (time, dofs), rebuilt from the kinematic residuals
     (simulated = measured + σ·r on every counted sample; a later segment's first sample is
     its predecessor's last)."""
@@ -419,7 +433,7 @@ def _fitted_q(problem: _Problem, rq: np.ndarray) -> list[np.ndarray]:
         n = us[0].stop - us[0].start + 1
         block = rq[k:k + len(us) * n * d].reshape(len(us), n, d)
         k += block.size
-        keep = _keep(us, n).astype(bool)
+        keep = segment_weights(us, n).astype(bool)
         for u, r, kp in zip(us, block, keep):
             seg = out[u.trial][u.start:u.stop + 1]
             meas = np.asarray(problem.q[u.trial][u.start:u.stop + 1])
@@ -427,8 +441,8 @@ def _fitted_q(problem: _Problem, rq: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-__all__ = ["identify", "synthetic_trials", "IdentificationResult", "IdentificationTrial", "EMGExcitation",
-           "DEFAULT_BOUNDS", "FITTABLE"]
+__all__ = ["identify", "synthetic_trials", "IdentificationResult", "IdentificationTrial",
+           "EMGExcitation", "DEFAULT_BOUNDS", "FITTABLE"]
 
 
 def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: float = 2.0,
@@ -450,14 +464,14 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
 
     With `protocol` (one of `jaxmsk.data` protocols "slow", "medium", "fast", "free", or a
     sequence cycled over the trials) the excitations come instead from the cohort's tracking
-    controller (`data.Controller`) following a random target of that protocol within
-    `ranges` ((dofs, 2) rad; default `data.default_ranges(model)`), starting at rest at the
+    controller (`cohort.Controller`) following a random target of that protocol within
+    `ranges` ((dofs, 2) rad; default `cohort.default_ranges(model)`), starting at rest at the
     target's centre (`q0` is ignored).
     Open-loop pulses can swing a lightly damped model (arm26's shoulder) through its whole
     range; closed-loop excitations keep the motion physiological. The trial is then the
     open-loop replay of the recorded excitation, so `simulate` reproduces it exactly.
     """
-    from ._simulate import simulate
+    from .._simulate import simulate
 
     ts = np.arange(int(round(duration * fs)) + 1) / fs
     q0 = np.zeros(model.n_dofs) if q0 is None else np.asarray(q0, float)
@@ -465,8 +479,8 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     trials = []
     if protocol is not None:
-        from .data._cohort import _closed_loop
-        from .data._protocols import PROTOCOLS, Controller, default_ranges, plan_trial
+        from ..cohort._cohort import closed_loop
+        from ..cohort._protocols import PROTOCOLS, Controller, default_ranges, plan_trial
 
         names = [protocol] if isinstance(protocol, str) else list(protocol)
         bad = [p for p in names if p not in PROTOCOLS]
@@ -477,12 +491,12 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
         if ranges.shape != (model.n_dofs, 2) or not bool(jnp.all(ranges[:, 0] < ranges[:, 1])):
             raise ValueError(f"synthetic_trials: ranges must be (n_dofs={model.n_dofs}, 2) "
                              f"with low < high (rad), got {np.asarray(ranges).tolist()}.")
-        closed = eqx.filter_jit(lambda mdl, plan, t: _closed_loop(mdl, plan, Controller(), t,
+        closed = eqx.filter_jit(lambda mdl, plan, t: closed_loop(mdl, plan, Controller(), t,
                                                                    rtol, atol))
         for i in range(n_trials):
             name = names[i % len(names)]
-            plan = plan_trial(jax.random.fold_in(key, i), name, ranges.astype(jnp.asarray(ts).dtype),
-                              m, duration)
+            plan = plan_trial(jax.random.fold_in(key, i), name,
+                              ranges.astype(jnp.asarray(ts).dtype), m, duration)
             _, u, ok = closed(model, plan, jnp.asarray(ts))
             if not bool(ok):
                 raise RuntimeError(f"synthetic_trials: the closed loop failed on trial {i + 1}.")

@@ -1,0 +1,1 @@
+"""Identification study: `python -m experiments.identify.run`."""

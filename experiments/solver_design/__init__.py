@@ -1,0 +1,1 @@
+"""Derivation of StabilizedRK3's coefficients: `python -m experiments.solver_design.design`."""

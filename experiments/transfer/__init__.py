@@ -1,0 +1,1 @@
+"""Leave-one-subject-out transfer study: `python -m experiments.transfer.run`."""
