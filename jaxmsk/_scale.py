@@ -19,7 +19,7 @@ from jaxtyping import ArrayLike
 
 from ._checks import as_float_array, check_positive
 from ._model import Model
-from .muscle import MuscleParameters
+from .muscle import DeGrooteFregly2016Muscle, MuscleParameters
 
 SCALABLE = tuple(f.name for f in dataclasses.fields(MuscleParameters))
 
@@ -43,6 +43,10 @@ def scale_parameters(model: Model, *, check: bool = True, **scales: ArrayLike) -
     """
     if not isinstance(model, Model):
         raise ValueError(f"scale_parameters needs a jaxmsk.Model, got {type(model).__name__}.")
+    if not isinstance(model.muscles, DeGrooteFregly2016Muscle):
+        raise ValueError(f"scale_parameters scales MuscleParameters, which a "
+                         f"{type(model.muscles).__name__} does not have; it needs a Model of "
+                         "DeGrooteFregly2016Muscle muscles.")
     unknown = sorted(set(scales) - set(SCALABLE))
     if unknown:
         raise ValueError(f"scale_parameters: unknown parameter(s) {unknown}; scalable per-muscle "

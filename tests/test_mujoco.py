@@ -413,3 +413,8 @@ def test_mujoco_muscles_drive_a_model_as_mujoco_does():
     np.testing.assert_allclose(traj.q[1:, 0], q, rtol=0, atol=1e-8)
     np.testing.assert_allclose(traj.activation[1:], act, rtol=0, atol=1e-7)
     np.testing.assert_allclose(traj.tendon_force[-1], -d.actuator_force, rtol=1e-5)
+    # What needs MuscleParameters says so instead of failing deep inside.
+    with pytest.raises(ValueError, match="needs a Model of DeGrooteFregly2016Muscle"):
+        jaxmsk.scale_parameters(model, max_isometric_force=2.0)
+    with pytest.raises(ValueError, match="needs a Model of DeGrooteFregly2016Muscle"):
+        jaxmsk.identify(model, [(ts, np.tile(ctrl, (len(ts), 1)), traj.q)])

@@ -203,6 +203,9 @@ def identify(
     """
     if not isinstance(model, Model):
         raise ValueError(f"identify needs a jaxmsk.Model, got {type(model).__name__}.")
+    if not hasattr(model.muscles, "params"):
+        raise ValueError(f"identify fits MuscleParameters, which a {type(model.muscles).__name__}"
+                         " does not have; it needs a Model of DeGrooteFregly2016Muscle muscles.")
     if isinstance(trials, (IdentificationTrial, Mapping)) or not isinstance(trials, Sequence) \
             or len(trials) == 0:
         raise ValueError("identify: trials must be a non-empty sequence of trials, e.g. "
