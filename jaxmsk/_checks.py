@@ -60,15 +60,40 @@ def check_nonnegative(name: str, x: Array) -> Array:
     return check_values(name, x, lambda v: ~(v >= 0), "must be >= 0", "Use 0 to switch it off.")
 
 
-def positive(name: str):
+def _converter(name: str, check, scalar: bool):
+    def convert(x):
+        x = as_float_array(x)
+        if scalar:
+            if x.shape not in ((), (1,)):
+                raise ValueError(f"{name} has shape {x.shape}; it is one scalar.")
+            x = jnp.reshape(x, ())
+        return check(name, x)
+    return convert
+
+
+def positive(name: str, *, scalar: bool = False):
     """A field converter: the value as a float array, checked finite and > 0 (use with
-    `eqx.field(converter=positive("Owner.field"))`)."""
-    return lambda x: check_positive(name, as_float_array(x))
+    `eqx.field(converter=positive("Owner.field"))`); `scalar=True` also makes it shape ()."""
+    return _converter(name, check_positive, scalar)
 
 
-def finite(name: str):
+def nonnegative(name: str, *, scalar: bool = False):
+    """A field converter: the value as a float array, checked finite and >= 0."""
+    return _converter(name, check_nonnegative, scalar)
+
+
+def finite(name: str, *, scalar: bool = False):
     """A field converter: the value as a float array, checked finite."""
-    return lambda x: check_finite(name, as_float_array(x))
+    return _converter(name, check_finite, scalar)
+
+
+def index(name: str):
+    """A converter for a static coordinate index: an int >= 0."""
+    def convert(i):
+        if isinstance(i, bool) or int(i) != i or i < 0:
+            raise ValueError(f"{name} must be an index >= 0, got {i!r}.")
+        return int(i)
+    return convert
 
 
 def check_per_muscle(name: str, x: ArrayLike, n_muscles: int) -> Array:

@@ -639,3 +639,34 @@ def test_serial_chain_input_errors():
         JointPassive(lower_limit=1.0, upper_limit=0.0)
     with pytest.raises(ValueError, match="inertia"):
         Hinge(inertia=0.0)
+    with pytest.raises(ValueError, match=r"Hinge.inertia has shape \(2,\)"):
+        Hinge(inertia=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Hinge.gravity_moment"):
+        Hinge(inertia=1.0, gravity_moment=-1.0)
+
+
+def test_opensim_passive_elements_check_their_fields():
+    """Field converters: OpenSim's argument order, scalar shapes, values checked by name."""
+    clf = CoordinateLimitForce(1, 2.0, 30.0, 3.0, -40.0)
+    assert clf.coordinate == 1 and clf.rotational is True
+    assert clf.upper_limit.shape == () and float(clf.damping) == pytest.approx(0.001)
+    assert float(clf.transition) == pytest.approx(0.1)
+    bad = [
+        (dict(coordinate=-1), "CoordinateLimitForce.coordinate"),
+        (dict(coordinate=0.5), "CoordinateLimitForce.coordinate"),
+        (dict(transition=0.0), "CoordinateLimitForce.transition"),
+        (dict(upper_stiffness=-1.0), "CoordinateLimitForce.upper_stiffness"),
+        (dict(lower_limit=np.nan), "CoordinateLimitForce.lower_limit"),
+        (dict(damping=[0.1, 0.2]), "CoordinateLimitForce.damping"),
+    ]
+    args = dict(coordinate=0, upper_stiffness=2.0, upper_limit=30.0, lower_stiffness=3.0,
+                lower_limit=-40.0)
+    for change, name in bad:
+        with pytest.raises(ValueError, match=name):
+            CoordinateLimitForce(**{**args, **change})
+    spring = SpringGeneralizedForce(0, stiffness=-2.0)  # any sign, as in OpenSim
+    assert float(spring.moment(jnp.ones(1), jnp.zeros(1))[0]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="SpringGeneralizedForce.viscosity"):
+        SpringGeneralizedForce(0, viscosity=np.inf)
+    with pytest.raises(ValueError, match="SpringGeneralizedForce.coordinate"):
+        SpringGeneralizedForce(True)

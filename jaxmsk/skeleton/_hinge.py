@@ -14,19 +14,13 @@ back) for θ slightly above it. No Coriolis term exists for one DoF.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import as_float_array, check_finite, check_nonnegative, check_positive, is_concrete
+from .._checks import as_float_array, finite, is_concrete, nonnegative, positive
 from ._base import AbstractSkeleton
-
-
-def _scalar(name: str, x: ArrayLike) -> Array:
-    x = as_float_array(x)
-    if x.shape not in ((), (1,)):
-        raise ValueError(f"Hinge.{name} has shape {x.shape}; it is one scalar for one joint.")
-    return jnp.reshape(x, ())
 
 
 class Hinge(AbstractSkeleton):
@@ -42,19 +36,11 @@ class Hinge(AbstractSkeleton):
             docstring for the sign convention G(θ) = gravity_moment·sin(θ − θ₀).
     """
 
-    inertia: Float[Array, ""]
-    gravity_moment: Float[Array, ""]
-    gravity_angle: Float[Array, ""]
-
-    def __init__(self, inertia: ArrayLike, gravity_moment: ArrayLike = 0.0,
-                 gravity_angle: ArrayLike = 0.0):
-        inertia, moment, angle = (_scalar(n, v) for n, v in (
-            ("inertia", inertia), ("gravity_moment", gravity_moment),
-            ("gravity_angle", gravity_angle)))
-        dtype = jnp.result_type(inertia, moment, angle)
-        self.inertia = check_positive("Hinge.inertia", inertia.astype(dtype))
-        self.gravity_moment = check_nonnegative("Hinge.gravity_moment", moment.astype(dtype))
-        self.gravity_angle = check_finite("Hinge.gravity_angle", angle.astype(dtype))
+    inertia: Float[Array, ""] = eqx.field(converter=positive("Hinge.inertia", scalar=True))
+    gravity_moment: Float[Array, ""] = eqx.field(
+        default=0.0, converter=nonnegative("Hinge.gravity_moment", scalar=True))
+    gravity_angle: Float[Array, ""] = eqx.field(
+        default=0.0, converter=finite("Hinge.gravity_angle", scalar=True))
 
     @classmethod
     def from_chain(cls, chain) -> "Hinge":

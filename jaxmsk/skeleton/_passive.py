@@ -19,7 +19,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._checks import as_float_array, check_finite, check_nonnegative, check_positive, is_concrete
+from .._checks import (
+    as_float_array,
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    finite,
+    index,
+    is_concrete,
+    nonnegative,
+    positive,
+)
 from .._numerics import smoothstep5
 from ._base import AbstractPassive
 
@@ -153,32 +163,20 @@ class CoordinateLimitForce(AbstractPassive):
         rotational: True (default) for a rotational coordinate (static).
     """
 
-    upper_stiffness: Float[Array, ""]
-    upper_limit: Float[Array, ""]
-    lower_stiffness: Float[Array, ""]
-    lower_limit: Float[Array, ""]
-    damping: Float[Array, ""]
-    transition: Float[Array, ""]
-    coordinate: int = eqx.field(static=True)
-    rotational: bool = eqx.field(static=True)
-
-    def __init__(self, coordinate: int, upper_stiffness: ArrayLike, upper_limit: ArrayLike,
-                 lower_stiffness: ArrayLike, lower_limit: ArrayLike, damping: ArrayLike = 0.001,
-                 transition: ArrayLike = 0.1, rotational: bool = True):
-        if int(coordinate) != coordinate or coordinate < 0:
-            raise ValueError("CoordinateLimitForce.coordinate must be an index >= 0, got "
-                             f"{coordinate!r}.")
-        self.coordinate = int(coordinate)
-        self.rotational = bool(rotational)
-        own = "CoordinateLimitForce"
-        checks = dict(upper_stiffness=check_nonnegative, lower_stiffness=check_nonnegative,
-                      upper_limit=check_finite, lower_limit=check_finite,
-                      damping=check_nonnegative, transition=check_positive)
-        values = dict(upper_stiffness=upper_stiffness, lower_stiffness=lower_stiffness,
-                      upper_limit=upper_limit, lower_limit=lower_limit, damping=damping,
-                      transition=transition)
-        for name, check in checks.items():
-            setattr(self, name, check(f"{own}.{name}", _scalar(own, name, values[name])))
+    coordinate: int = eqx.field(static=True, converter=index("CoordinateLimitForce.coordinate"))
+    upper_stiffness: Float[Array, ""] = eqx.field(
+        converter=nonnegative("CoordinateLimitForce.upper_stiffness", scalar=True))
+    upper_limit: Float[Array, ""] = eqx.field(
+        converter=finite("CoordinateLimitForce.upper_limit", scalar=True))
+    lower_stiffness: Float[Array, ""] = eqx.field(
+        converter=nonnegative("CoordinateLimitForce.lower_stiffness", scalar=True))
+    lower_limit: Float[Array, ""] = eqx.field(
+        converter=finite("CoordinateLimitForce.lower_limit", scalar=True))
+    damping: Float[Array, ""] = eqx.field(
+        default=0.001, converter=nonnegative("CoordinateLimitForce.damping", scalar=True))
+    transition: Float[Array, ""] = eqx.field(
+        default=0.1, converter=positive("CoordinateLimitForce.transition", scalar=True))
+    rotational: bool = eqx.field(default=True, static=True, converter=bool)
 
     def limit_force(self, q: ArrayLike, qdot: ArrayLike) -> Float[Array, ""]:
         """OpenSim's `calcLimitForce` at this coordinate's value q and speed q̇ (SI)."""
@@ -208,21 +206,13 @@ class SpringGeneralizedForce(AbstractPassive):
     Any sign is accepted, as in OpenSim (negative values add energy).
     """
 
-    stiffness: Float[Array, ""]
-    rest_length: Float[Array, ""]
-    viscosity: Float[Array, ""]
-    coordinate: int = eqx.field(static=True)
-
-    def __init__(self, coordinate: int, stiffness: ArrayLike = 0.0, rest_length: ArrayLike = 0.0,
-                 viscosity: ArrayLike = 0.0):
-        if int(coordinate) != coordinate or coordinate < 0:
-            raise ValueError("SpringGeneralizedForce.coordinate must be an index >= 0, got "
-                             f"{coordinate!r}.")
-        self.coordinate = int(coordinate)
-        own = "SpringGeneralizedForce"
-        for name, value in (("stiffness", stiffness), ("rest_length", rest_length),
-                            ("viscosity", viscosity)):
-            setattr(self, name, check_finite(f"{own}.{name}", _scalar(own, name, value)))
+    coordinate: int = eqx.field(static=True, converter=index("SpringGeneralizedForce.coordinate"))
+    stiffness: Float[Array, ""] = eqx.field(
+        default=0.0, converter=finite("SpringGeneralizedForce.stiffness", scalar=True))
+    rest_length: Float[Array, ""] = eqx.field(
+        default=0.0, converter=finite("SpringGeneralizedForce.rest_length", scalar=True))
+    viscosity: Float[Array, ""] = eqx.field(
+        default=0.0, converter=finite("SpringGeneralizedForce.viscosity", scalar=True))
 
     def moment(self, q: ArrayLike, qdot: ArrayLike) -> Float[Array, " dofs"]:
         """Generalised force on every coordinate (zero except at `coordinate`)."""
@@ -230,13 +220,6 @@ class SpringGeneralizedForce(AbstractPassive):
         i = self.coordinate
         f = -self.stiffness * (q[i] - self.rest_length) - self.viscosity * qdot[i]
         return jnp.zeros_like(q * f).at[i].set(f)
-
-
-def _scalar(owner: str, name: str, x: ArrayLike) -> Array:
-    x = as_float_array(x)
-    if x.shape not in ((), (1,)):
-        raise ValueError(f"{owner}.{name} has shape {x.shape}; it is one scalar.")
-    return jnp.reshape(x, ())
 
 
 def _pick(owner: str, index: int, q: ArrayLike, qdot: ArrayLike) -> tuple[Array, Array]:
