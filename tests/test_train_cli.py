@@ -37,7 +37,16 @@ def _fails(args, capsys, *needles):
         assert needle in err, (needle, err)
 
 
-def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
+def _truth_residual(cohort, i, rms=True):
+    """EoM residual of cohort subject i's recorded q and tendon forces, all trials pooled."""
+    model = msk.models.wrist()
+    r = np.concatenate([np.asarray(msk.physics.equation_of_motion_residual(
+        model, cohort.q[i, j], cohort.tendon_force[i, j], 1.0 / cohort.fs))
+        for j in range(cohort.n_trials)])
+    return float(np.sqrt(np.mean(r**2))) if rms else r
+
+
+def test_train_then_personalise(recordings, small_cohort, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(checkpoint, "network_builder", lambda name: small_cnn)
     gen = tmp_path / "generic"
     args = ["train", "--data", str(recordings), "--subjects", "S01,S02", "--out", str(gen),
@@ -72,6 +81,16 @@ def test_train_then_personalise(recordings, tmp_path, monkeypatch, capsys):
     for m, r in res["methods"].items():
         assert all(np.isfinite(r[k]) and r[k] != 0 for k in METRICS), m
     assert res["share_trials"] == ["fast_1", "free_1", "medium_1", "slow_1"]  # 20 % of each
+    # The residual reported for the recorded truth is the direct computation on the cohort's
+    # own arrays (the subject's q in rad and tendon forces in N at its fs, generic model).
+    direct = _truth_residual(small_cohort, 2)
+    assert res["recorded_eom_residual_rms"] == pytest.approx(direct, rel=1e-4)
+    assert saved["recorded_eom_residual_rms"] == pytest.approx(
+        np.sqrt(np.mean(np.concatenate([_truth_residual(small_cohort, i, rms=False)
+                                        for i in (0, 1)]) ** 2)), rel=1e-4)
+    for m, r in res["methods"].items():
+        assert 0 <= r["angle_outside_limits"] <= 1 and r["eom_residual_median"] >= 0, m
+    assert "recorded angles and forces" in (out / "results.md").read_text()
     assert all(t.endswith("#rest") for t in res["test_trials"])
     assert (out / "traces.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "results.md").read_text().startswith("# jaxmsk personalise: subject S03")

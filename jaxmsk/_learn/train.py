@@ -353,21 +353,72 @@ def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
 
     Returns {"angle": metrics, "force": metrics (per output, lists; see `metrics`),
     "angle_rmse": mean over DoFs (rad), "force_rmse": mean over muscles (N), and the means
-    of nrmse, r2, pearson_r, "eom_residual_rms": RMS of the equation-of-motion residual
-    (dimensionless) when `model` is given}."""
+    of nrmse, r2, pearson_r; when `model` is given also "eom_residual_rms" (RMS of the
+    equation-of-motion residual of the predictions, dimensionless), "eom_residual_median"
+    (median of its magnitude: a few samples past a joint limit dominate the RMS),
+    "angle_outside_limits" and "angle_outside_limits_truth" (fractions of the predicted and of
+    the recorded samples outside the model's joint limits, `joint_limits`)}."""
     rf = predictor.net.receptive_field
     qs, fs, qt, ft, res = [], [], [], [], []
+    m = None
+    if model is not None:
+        m = (adjustment or SubjectAdjustment.identity(model.n_muscles)).apply(model)
     for t in dataset.trials:
         q_hat, f_hat = predict(predictor, jnp.asarray(t.emg))
         qs.append(np.asarray(q_hat))
         fs.append(np.asarray(f_hat))
         qt.append(t.q[rf - 1:])
         ft.append(t.forces[rf - 1:])
-        if model is not None:
-            m = (adjustment or SubjectAdjustment.identity(model.n_muscles)).apply(model)
+        if m is not None:
             res.append(np.asarray(_residual(m, q_hat, f_hat, 1.0 / t.fs)))
-    return _pooled(np.concatenate(qs), np.concatenate(fs), np.concatenate(qt),
-                   np.concatenate(ft), np.concatenate(res) if res else None)
+    out = _pooled(np.concatenate(qs), np.concatenate(fs), np.concatenate(qt),
+                  np.concatenate(ft), np.concatenate(res) if res else None)
+    if m is not None:
+        out["angle_outside_limits"] = outside_limits(m, np.concatenate(qs))
+        out["angle_outside_limits_truth"] = outside_limits(m, np.concatenate(qt))
+    return out
+
+
+def recorded_residual_rms(dataset: Dataset, model: Model) -> float | None:
+    """RMS of the equation-of-motion residual of the *recorded* angles and muscle forces
+    (every trial whole, pooled over the interior samples; `physics.equation_of_motion_residual`
+    at each trial's dt = 1/fs): the floor a prediction's residual can be compared with (the
+    model's mismatch with the data plus the finite-difference error). None when a trial has no
+    force labels or they are not finite."""
+    parts = []
+    for t in dataset.trials:
+        if t.forces is None or not np.isfinite(t.forces).all():
+            return None
+        parts.append(np.asarray(_residual(model, jnp.asarray(t.q), jnp.asarray(t.forces),
+                                          1.0 / t.fs)))
+    return float(np.sqrt(np.mean(np.concatenate(parts) ** 2)))
+
+
+def joint_limits(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) joint range per coordinate (rad; m for sliders) from the model's passive
+    limit elements (`CoordinateLimitForce`, `JointPassive`); ±inf where none. Past a limit
+    the limit moment grows steeply, so a prediction there has a large residual unless its
+    muscle forces balance it."""
+    from ..skeleton import CoordinateLimitForce, JointPassive
+
+    lo, hi = np.full(model.n_dofs, -np.inf), np.full(model.n_dofs, np.inf)
+    for p in model.passive:
+        if isinstance(p, CoordinateLimitForce):
+            w = np.pi / 180 if p.rotational else 1.0
+            i = p.coordinate
+            lo[i] = max(lo[i], w * float(p.lower_limit))
+            hi[i] = min(hi[i], w * float(p.upper_limit))
+        elif isinstance(p, JointPassive):
+            lo = np.maximum(lo, np.asarray(p.lower_limit, float))
+            hi = np.minimum(hi, np.asarray(p.upper_limit, float))
+    return lo, hi
+
+
+def outside_limits(model: Model, q: np.ndarray) -> float:
+    """Fraction of the samples of q (time, dofs) with any coordinate outside `joint_limits`."""
+    lo, hi = joint_limits(model)
+    q = np.asarray(q)
+    return float(np.mean(((q < lo) | (q > hi)).any(axis=-1)))
 
 
 def evaluate_segments(predictor: Predictor, segments: Segments, model: Model | None = None,
@@ -410,6 +461,7 @@ def _pooled(q_hat, f_hat, q, forces, residual) -> dict:
            "force_pearson_r": float(f["pearson_r"].mean())}
     if residual is not None:
         out["eom_residual_rms"] = float(np.sqrt(np.mean(residual ** 2)))
+        out["eom_residual_median"] = float(np.median(np.abs(residual)))
     return out
 
 
@@ -436,4 +488,5 @@ def _predict_batch(predictor, emg):
 
 
 __all__ = ["Segments", "make_segments", "Predictor", "SubjectAdjustment", "LossWeights",
-           "losses", "fit", "FitResult", "metrics", "evaluate", "evaluate_segments"]
+           "losses", "fit", "FitResult", "metrics", "evaluate", "evaluate_segments",
+           "recorded_residual_rms", "joint_limits", "outside_limits"]

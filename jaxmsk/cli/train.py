@@ -42,7 +42,7 @@ from .. import models
 from .._learn import checkpoint
 from .._learn.checkpoint import GENERIC_FILE, PERSONALISED_FILE, load_predictor, save_predictor
 from .._learn.recordings import load_data
-from .._learn.train import evaluate_segments, predict
+from .._learn.train import evaluate_segments, predict, recorded_residual_rms
 from .._learn.transfer import METHODS, TransferConfig, compare_methods, train
 from ..data._dataset import Dataset, Trial
 from .report import config_json, device_name, pyplot, save_figure, write_results
@@ -101,9 +101,15 @@ def _train_markdown(r: dict) -> str:
                          f"{va[kind]['rmse'][j]:.4g} | {va[kind]['nrmse'][j]:.3f} | "
                          f"{va[kind]['r2'][j]:.3f} | {va[kind]['pearson_r'][j]:.3f} |")
     lines += ["", f"Equation-of-motion residual RMS (dimensionless): training "
-              f"{tr['eom_residual_rms']:.3g}, validation {va['eom_residual_rms']:.3g}.", "",
+              f"{tr['eom_residual_rms']:.3g}, validation {va['eom_residual_rms']:.3g}; of the "
+              f"recorded angles and forces themselves {_floor(r)}.", "",
               f"{r['seconds']:.0f} s on {r['device']}, {r['dtype']}."]
     return "\n".join(lines) + "\n"
+
+
+def _floor(r: dict) -> str:
+    x = r.get("recorded_eom_residual_rms")
+    return "not known (no force labels)" if x is None else f"{x:.3g}"
 
 
 def _personalise_markdown(r: dict) -> str:
@@ -121,6 +127,13 @@ def _personalise_markdown(r: dict) -> str:
                         else ("—", "—"))
         lines.append(f"| {m} | {v['angle_rmse']:.4f} | {f_rmse} | {v['angle_r2']:.3f} | "
                      f"{f_r2} | {v['eom_residual_rms']:.2e} |")
+    lines += ["", "EoM residual: RMS over the test samples of the predictions (dimensionless, "
+              "÷ muscle moment capacity); of the subject's recorded angles and forces "
+              f"{_floor(r)}. "
+              "Predicted samples outside the model's joint limits (where the limit moment "
+              "dominates the residual): " + ", ".join(
+                  f"{m} {100 * v['angle_outside_limits']:.1f} %" for m, v in r["methods"].items())
+              + "."]
     if not r["force_labels"]:
         lines += ["", "The subject has no muscle-force files: the methods personalised on the "
                   "joint angles alone, and force errors cannot be scored."]
@@ -196,6 +209,7 @@ def run_train(out: Path, *, data, model: str = "wrist", subjects=None, steps: in
                      "length": config.segment_length},
         "training": _labelled(evaluate_segments(pred, fit.train, mdl), mdl),
         "validation": _labelled(evaluate_segments(pred, fit.val, mdl), mdl),
+        "recorded_eom_residual_rms": recorded_residual_rms(dataset, mdl),
         "best_step": fit.best_step, "steps": config.generic_steps, "history": fit.history,
         "config": config_json(config), "seed": seed, "device": device_name(),
         "dtype": str(jnp.result_type(float)), "units": UNITS}
@@ -284,6 +298,7 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
         "share": {"fraction": share if trials is None else None, "trials": trials},
         "share_trials": [t.name for t in part.trials], "test_trials": [t.name for t in test.trials],
         "force_labels": force_labels, "methods": scored,
+        "recorded_eom_residual_rms": recorded_residual_rms(dataset, mdl) if force_labels else None,
         "strength_scales": {m: dict(zip(mdl.muscle_names, s))
                             for m, s in fold["strength_scales"].items()},
         "config": config_json(config), "seed": seed, "device": device_name(),
