@@ -14,6 +14,7 @@ from . import skeleton as skeleton
 from ._identify.identify import EMGExcitation as EMGExcitation
 from ._identify.identify import IdentificationResult as IdentificationResult
 from ._identify.identify import IdentificationTrial as IdentificationTrial
+from ._identify.identify import IdentificationWarning as IdentificationWarning
 from ._identify.identify import identify as identify
 from ._identify.identify import synthetic_trials as synthetic_trials
 from ._learn.folds import fit_stacked as fit_stacked

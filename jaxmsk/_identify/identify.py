@@ -26,6 +26,7 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -118,6 +119,37 @@ class IdentificationResult:
         return "\n".join(rows)
 
 
+# A fit whose RMS angle error exceeds STALL_FACTOR × the noise floor has stalled; the floor is
+# at least Q_ACCURACY rad (the simulation's own accuracy at identify's default tolerances).
+STALL_FACTOR = 3.0
+Q_ACCURACY = 1e-4
+AUTO_EXTRA_STARTS = 3
+
+
+class IdentificationWarning(UserWarning):
+    """`identify` stopped far above the noise floor of the data (see its diagnostics)."""
+
+
+def noise_floor(qs: Sequence[ArrayLike]) -> float:
+    """Measurement noise of sampled angles (rad), estimated from the data alone.
+
+    White noise of σ gives second differences Δ²q of standard deviation √6·σ, while a smooth
+    motion's Δ²q ≈ q̈·dt² is small at the usual sampling rates; so σ̂ = 1.4826·MAD(Δ²q)/√6
+    (the median absolute deviation, robust to the motion's few large accelerations), pooled
+    over trials and coordinates, and at least `Q_ACCURACY`. An upper bound of the noise for
+    smooth motions, which is what a stall test needs (no false alarm on noisy data)."""
+    d2 = np.concatenate([np.ravel(np.diff(np.asarray(q, float), 2, axis=0)) for q in qs
+                         if len(q) >= 3] or [np.zeros(1)])
+    mad = np.median(np.abs(d2 - np.median(d2)))
+    return float(max(1.4826 * mad / math.sqrt(6.0), Q_ACCURACY))
+
+
+def _rms_q(theta, problem: Problem) -> float:
+    rq = np.asarray(loss_parts(theta, problem)[0])
+    nq = problem.counts()[0]
+    return float(np.sqrt(np.sum(rq**2) / max(nq, 1))) * problem.q_sigma
+
+
 # -- optimisers --------------------------------------------------------------------------------
 
 
@@ -130,7 +162,7 @@ def identify(
     initial: Mapping[str, ArrayLike] | None = None,
     emg_model: EMGExcitation | None = None,
     method: Any = "levenberg_marquardt",
-    starts: int = 1,
+    starts: int | str = "auto",
     key: Array | None = None,
     start_spread: float = 0.5,
     shooting_interval: float | None = None,
@@ -177,7 +209,9 @@ def identify(
             `max_steps` is then its number of objective evaluations).
         starts: number of starting points; the first is `initial`, the others perturb it by
             N(0, start_spread²) in θ (the unbounded coordinates), drawn from `key`. The best
-            final loss wins; all are in `diagnostics["starts"]`.
+            final loss wins; all are in `diagnostics["starts"]`. "auto" (default): one start,
+            and for Levenberg–Marquardt and BFGS up to `AUTO_EXTRA_STARTS` more while the best
+            one stalls above the noise floor (see Returns).
         shooting_interval: seconds per multiple-shooting segment (None: single shooting
             over each whole trial). Use ≈ 0.5–2 s for trials longer than a few seconds.
         fit_initial_state: also estimate each trial's initial angles and velocities
@@ -199,7 +233,14 @@ def identify(
             silent.
 
     Returns:
-        An `IdentificationResult`.
+        An `IdentificationResult`. Its `diagnostics` report the convergence: "converged",
+        "message", "steps", "gradient_norm" (‖Jᵀr‖ in θ at the result), "loss", every start's
+        final loss ("starts"), "noise_floor_q" (rad: the measurement noise estimated from the
+        data's own second differences, a robust σ of Δ²q/√6) and "stalled" (True when the
+        fitted RMS angle error exceeds `STALL_FACTOR` × that floor, the floor at least
+        `Q_ACCURACY` rad for the simulation's accuracy). A stalled fit is never reported as
+        converged, and `identify` warns (`IdentificationWarning`) with the figures and the
+        remedies: more starts, multiple shooting (`shooting_interval`), more `max_steps`.
     """
     if not isinstance(model, Model):
         raise ValueError(f"identify needs a jaxmsk.Model, got {type(model).__name__}.")
@@ -214,14 +255,18 @@ def identify(
         fit = tuple(s for s in fit.split(",") if s)
     if not fit:
         raise ValueError("identify: fit names no parameter.")
-    if starts < 1:
-        raise ValueError(f"identify: starts must be >= 1, got {starts}.")
+    auto = starts == "auto"
+    if not auto and (isinstance(starts, (str, bool)) or int(starts) != starts or starts < 1):
+        raise ValueError(f"identify: starts must be an integer >= 1 or 'auto', got {starts!r}.")
+    n_starts = int(starts) if not auto else 1
     if shooting_interval is not None and not shooting_interval > 0:
         raise ValueError(f"identify: shooting_interval must be > 0 s or None, got "
                          f"{shooting_interval}.")
     say = (lambda s: print(f"identify: {s}", file=sys.stderr, flush=True)) if progress is True \
         else (progress or (lambda s: None))
     kind, opt = make_solver(method, tol)
+    if auto and kind in ("least_squares", "minimise"):  # local optimisers: restart if stalled
+        n_starts = 1 + AUTO_EXTRA_STARTS
     problem, theta0 = build_problem(model, trials, fit, bounds=bounds, initial=initial,
                              emg_model=emg_model, shooting_interval=shooting_interval,
                              fit_initial_state=fit_initial_state, q_sigma=q_sigma,
@@ -235,9 +280,10 @@ def identify(
     n_res = sum(p.size for p in params)
     say(f"{len(checked)} trial(s), {len(units)} segment(s), {n_res} parameter(s) "
         f"({', '.join(fit)}); method {method if isinstance(method, str) else 'optax'}")
-    keys = jax.random.split(jax.random.key(0) if key is None else key, starts)
+    keys = jax.random.split(jax.random.key(0) if key is None else key, n_starts)
+    floor = noise_floor(problem.q)
     runs = []
-    for s in range(starts):
+    for s in range(n_starts):
         th0 = theta0
         if s > 0:
             th0 = dict(theta0)
@@ -246,15 +292,41 @@ def identify(
                            for i, (k, v) in enumerate(theta0["phys"].items())}
         t_run = time.perf_counter()
         theta, history, steps, converged, message, compile_s, jac = run_solver(
-            kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{starts}", seed=s, tol=tol)
+            kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{n_starts}", seed=s,
+            tol=tol)
         loss = float(loss_value(theta, problem))
         runs.append(dict(theta=theta, loss=loss, history=history, steps=steps, jac=jac,
                          converged=converged, message=message, compile_s=compile_s,
                          wall_s=time.perf_counter() - t_run))
-        say(f"start {s + 1}/{starts}: loss {loss:.6g} after {steps} step(s), {message} "
+        say(f"start {s + 1}/{n_starts}: loss {loss:.6g} after {steps} step(s), {message} "
             f"({runs[-1]['wall_s']:.1f} s incl. {compile_s:.1f} s compile)")
+        if auto:
+            best = min(runs, key=lambda r: r["loss"])
+            rms_q = _rms_q(best["theta"], problem)
+            if rms_q <= STALL_FACTOR * floor:
+                break
+            if s + 1 < n_starts:
+                say(f"fitted RMS angle error {rms_q:.3g} rad is {rms_q / floor:.0f}× the noise "
+                    f"floor {floor:.2g} rad: trying another start")
     best = min(runs, key=lambda r: r["loss"])
-    return _result(problem, params, best, runs, method, identifiability_rtol)
+    result = _result(problem, params, best, runs, method, identifiability_rtol)
+    d = result.diagnostics
+    d["noise_floor_q"] = floor
+    d["stalled"] = bool(result.rms["q"] > STALL_FACTOR * floor)
+    if d["stalled"]:
+        d["converged"] = False
+        d["message"] = (f"stalled: fitted RMS angle error {result.rms['q']:.3g} rad is "
+                        f"{result.rms['q'] / floor:.0f}× the noise floor {floor:.2g} rad "
+                        f"({d['message']})")
+        losses = ", ".join(f"{r_['loss']:.4g}" for r_ in runs)
+        warnings.warn(
+            f"identify stopped at loss {result.loss:.4g} with a fitted RMS angle error of "
+            f"{result.rms['q']:.3g} rad, {result.rms['q'] / floor:.0f}× the noise floor "
+            f"{floor:.2g} rad estimated from the data, after {len(runs)} start(s) (losses "
+            f"{losses}); the parameters are not the best fit. Try starts=N with a larger N, "
+            "multiple shooting (shooting_interval=0.25–0.5 s), or more max_steps.",
+            IdentificationWarning, stacklevel=2)
+    return result
 
 
 def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
@@ -412,6 +484,7 @@ def _result(problem: Problem, params, best, runs, method, rtol_ident) -> Identif
         rms["moments"] = float(np.sqrt(np.sum(rm**2) / nm)) * problem.moment_sigma
     fitted_q = _fitted_q(problem, rq)
     diag = dict(method=method if isinstance(method, str) else type(method).__name__,
+                loss=best["loss"], gradient_norm=float(np.linalg.norm(jac.T @ r)),
                 steps=best["steps"], converged=best["converged"], message=best["message"],
                 compile_s=best["compile_s"], wall_s=best["wall_s"], history=best["history"],
                 starts=[r_["loss"] for r_ in runs], n_residuals=int(r.size),
