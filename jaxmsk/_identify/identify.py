@@ -124,6 +124,9 @@ class IdentificationResult:
 STALL_FACTOR = 3.0
 Q_ACCURACY = 1e-4
 AUTO_EXTRA_STARTS = 3
+# shooting_interval="auto": segments of this length (s). Single shooting over 2-s wrist trials
+# stalls far from the truth (the sensitivity of a long horizon); 0.5-s segments recover it.
+AUTO_SHOOTING_S = 0.5
 
 
 class IdentificationWarning(UserWarning):
@@ -165,7 +168,7 @@ def identify(
     starts: int | str = "auto",
     key: Array | None = None,
     start_spread: float = 0.5,
-    shooting_interval: float | None = None,
+    shooting_interval: float | str | None = "auto",
     fit_initial_state: bool = True,
     q_sigma: float = math.radians(1.0),
     moment_sigma: float = 0.1,
@@ -212,8 +215,12 @@ def identify(
             final loss wins; all are in `diagnostics["starts"]`. "auto" (default): one start,
             and for Levenberg–Marquardt and BFGS up to `AUTO_EXTRA_STARTS` more while the best
             one stalls above the noise floor (see Returns).
-        shooting_interval: seconds per multiple-shooting segment (None: single shooting
-            over each whole trial). Use ≈ 0.5–2 s for trials longer than a few seconds.
+        shooting_interval: seconds per multiple-shooting segment, None for single shooting
+            over each whole trial, or "auto" (default): `AUTO_SHOOTING_S` (0.5 s) segments,
+            single shooting for "dual_annealing". Single shooting over trials of a few
+            seconds can stall far from the truth (the loss of a long horizon is very
+            nonlinear in the parameters); short segments whose initial states are fitted too
+            keep it nearly quadratic.
         fit_initial_state: also estimate each trial's initial angles and velocities
             (nuisance unknowns, started from the first samples and the trial's `qdot0` or a
             second-order difference); False holds them at those values.
@@ -259,12 +266,15 @@ def identify(
     if not auto and (isinstance(starts, (str, bool)) or int(starts) != starts or starts < 1):
         raise ValueError(f"identify: starts must be an integer >= 1 or 'auto', got {starts!r}.")
     n_starts = int(starts) if not auto else 1
-    if shooting_interval is not None and not shooting_interval > 0:
-        raise ValueError(f"identify: shooting_interval must be > 0 s or None, got "
-                         f"{shooting_interval}.")
+    kind, opt = make_solver(method, tol)
+    if isinstance(shooting_interval, str) and shooting_interval == "auto":
+        shooting_interval = None if kind == "annealing" else AUTO_SHOOTING_S
+    elif shooting_interval is not None and (isinstance(shooting_interval, (str, bool))
+                                            or not shooting_interval > 0):
+        raise ValueError(f"identify: shooting_interval must be > 0 s, None (single shooting) "
+                         f"or 'auto', got {shooting_interval!r}.")
     say = (lambda s: print(f"identify: {s}", file=sys.stderr, flush=True)) if progress is True \
         else (progress or (lambda s: None))
-    kind, opt = make_solver(method, tol)
     if auto and kind in ("least_squares", "minimise"):  # local optimisers: restart if stalled
         n_starts = 1 + AUTO_EXTRA_STARTS
     problem, theta0 = build_problem(model, trials, fit, bounds=bounds, initial=initial,

@@ -84,7 +84,7 @@ def _plot(out: Path, result, trials, overwrite: bool) -> str:
 
 def run_identify(out: Path, *, data, subject: str, model: str = "wrist",
                  fit: str = "max_isometric_force,optimal_fiber_length,tendon_slack_length",
-                 trials=None, shooting_interval: float | None = 1.0,
+                 trials=None, shooting_interval: float | str | None = "auto",
                  max_duration: float | None = None, max_steps: int = 50,
                  solver: str = "explicit", overwrite: bool = False,
                  progress: Callable[[str], None] = print) -> dict:
@@ -165,8 +165,9 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", default=None, help="comma-separated trial names (default all)")
     p.add_argument("--max-duration", type=float, default=None,
                    help="use only the first seconds of each trial")
-    p.add_argument("--shooting-interval", type=float, default=1.0,
-                   help="seconds per multiple-shooting segment (0: single shooting)")
+    p.add_argument("--shooting-interval", type=float, default=None,
+                   help="seconds per multiple-shooting segment (default 0.5; 0: single "
+                   "shooting)")
     p.add_argument("--max-steps", type=int, default=50, help="optimiser iterations")
     p.add_argument("--solver", choices=("stiff", "explicit"), default="explicit",
                    help="forward-simulation solver: explicit (Tsit5, the default) or stiff "
@@ -190,7 +191,8 @@ def _main(args) -> int:
     try:
         run_identify(out, data=args.data, subject=args.subject, model=args.model, fit=args.fit,
                      trials=args.trials.split(",") if args.trials else None,
-                     shooting_interval=args.shooting_interval or None,
+                     shooting_interval=("auto" if args.shooting_interval is None
+                                        else args.shooting_interval or None),
                      max_duration=args.max_duration, max_steps=args.max_steps,
                      solver=args.solver, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
