@@ -24,6 +24,7 @@ from ._learn.train import LossWeights as LossWeights
 from ._learn.train import Predictor as Predictor
 from ._learn.train import SubjectAdjustment as SubjectAdjustment
 from ._learn.train import evaluate as evaluate
+from ._learn.transfer import DEFAULT_METHODS as DEFAULT_METHODS
 from ._learn.transfer import METHODS as METHODS
 from ._learn.transfer import TransferConfig as TransferConfig
 from ._learn.transfer import personalise as personalise

@@ -60,7 +60,8 @@ def test_cli_help_and_refuses_to_overwrite(tmp_path):
 def test_demo_runs_and_reports(tmp_path, small_cohort):
     """The demo end to end on the small cohort's sizes with tiny training budgets (the real
     run's figures are in README): one leave-one-subject-out fold with every method."""
-    from jaxmsk._learn.transfer import METHODS, TransferConfig
+    from jaxmsk._learn.transfer import DEFAULT_METHODS as METHODS
+    from jaxmsk._learn.transfer import TransferConfig
     from jaxmsk.cli.demo import METRICS, run_demo
 
     def small_cnn(n_in, n_out, key):

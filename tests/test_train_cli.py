@@ -101,6 +101,36 @@ def test_train_then_personalise(recordings, small_cohort, tmp_path, monkeypatch,
     q_hat, f_hat = pred(jax.numpy.zeros((40, 5)))
     assert q_hat.shape == (40 - pred.net.receptive_field + 1, 1) and f_hat.shape[1] == 5
 
+    # --labels angle with whole trials named: fit on the angles of slow_1 and fast_1 only, test
+    # on the other motion types, forces scored from their files. The share's force files are
+    # not read: tripling them changes nothing.
+    named = ["--subject", "S03", "--methods", "pi_transfer,generic", "--labels", "angle",
+             "--trials", "slow_1,fast_1"]
+    _fails(base + named[:-1] + ["slow_9", "--out", str(tmp_path / "x")], capsys,
+           "names slow_9, which it does not have")
+    runs = []
+    for tag, factor in (("angle", 1.0), ("angle_tripled", 3.0)):
+        folder = tmp_path / f"rec_{tag}"
+        shutil.copytree(recordings, folder)
+        for trial in ("slow_1", "fast_1"):
+            f = folder / "S03" / f"{trial}_muscle_forces.sto"
+            tab = msk.io.read_sto(f)
+            msk.io.write_sto(f, tab.time, tab.values * factor, tab.labels, overwrite=True)
+        assert main(base[:2] + [str(folder)] + base[3:] + named
+                    + ["--out", str(tmp_path / tag)]) == 0
+        runs.append(json.loads((tmp_path / tag / "results.json").read_text()))
+    res = runs[0]
+    assert res["share_trials"] == ["fast_1", "slow_1"]
+    assert res["test_trials"] == ["free_1", "medium_1"]
+    assert res["labels"] == "angle" and res["force_labels"] is False and res["force_scored"]
+    for m, r in res["methods"].items():
+        assert np.isfinite(r["force_rmse"]) and r["force_rmse"] > 0, m
+        assert set(r["by_motion"]) == {"free", "medium"}, m
+        assert r["by_motion"]["free"]["trials"] == ["free_1"]
+        for name in ("angle_rmse", "force_rmse"):
+            assert r[name] == runs[1]["methods"][m][name], (m, name)
+    assert "by motion type" in (tmp_path / "angle" / "results.md").read_text()
+
     # A new subject without muscle-force files (forces cannot be measured in vivo): the
     # methods personalise on the angles alone and no force metric is reported.
     unlabelled = tmp_path / "unlabelled"

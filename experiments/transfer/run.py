@@ -313,6 +313,20 @@ def run_methods(generic, share, test, model, config, key, methods, say, label,
         lab = f"{label} {name}: "
         t0 = time.perf_counter()
         r = None
+        if name == "calibrated_msk":
+            from jaxmsk._learn.calibrated import calibrate, evaluate_calibrated
+
+            cal = calibrate(share, model, max_steps=config.calibration_steps,
+                            progress=lambda s, lab=lab: say(f"{lab}{s}"))
+            results[name] = evaluate_calibrated(cal, test, model)
+            d = cal.identification.diagnostics
+            results[name]["calibration"] = {k: d[k] for k in ("converged", "stalled", "message",
+                                                             "steps", "loss")}
+            scales[name] = np.asarray(cal.identification.scales["max_isometric_force"]).tolist()
+            fits[name] = {"seconds": round(time.perf_counter() - t0, 1), "steps_run": d["steps"]}
+            say(f"{lab}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
+                f"{results[name]['force_rmse']:.3f} N ({time.perf_counter() - t0:.0f} s)")
+            continue
         if name == "generic":
             pred = generic
         elif name == "pi_transfer":
@@ -416,8 +430,55 @@ def aggregate_shares(folds: list[dict], shares: list[float], methods) -> dict:
             wins[m] = {k: int(sum(r["methods"]["pi_transfer"][k] < r["methods"][m][k]
                                   for r in rows)) for k in ("angle_rmse", "force_rmse")}
         entry["pi_transfer_wins"] = wins
+        entry["paired"] = paired_table(rows, methods)
         out[tag] = entry
     return out
+
+
+PHYSICS_METHODS = ("pi_transfer", "pi_no_transfer", "full_finetune", "calibrated_msk",
+                   "pi_hybrid")
+BASELINES = ("generic", "transfer_no_physics")
+
+
+def paired_table(rows: list[dict], methods) -> dict:
+    """{physics method: {baseline: {metric: paired_comparison}}} over the folds in `rows`
+    (each {"methods": {name: metrics}}), for the angle and force RMSE."""
+    from jaxmsk._learn.stats import paired_comparison
+
+    out = {}
+    for m in methods:
+        if m not in PHYSICS_METHODS or m not in rows[0]["methods"]:
+            continue
+        for b in BASELINES:
+            if b not in rows[0]["methods"]:
+                continue
+            out.setdefault(m, {})[b] = {
+                k: paired_comparison([r["methods"][m][k] for r in rows],
+                                     [r["methods"][b][k] for r in rows])
+                for k in ("angle_rmse", "force_rmse")}
+    return out
+
+
+def paired_markdown(paired: dict) -> list[str]:
+    """The paired comparisons as a table: mean difference [95 % CI], relative, wins, p."""
+    if not paired:
+        return []
+    lines = ["", "Paired over folds (physics-informed method − baseline; negative: the "
+             "physics-informed method has the lower error; Wilcoxon signed-rank, two-sided):",
+             "", "| method | vs | angle RMSE Δ (rad) [95 % CI] | rel. | wins | p | "
+             "force RMSE Δ (N) [95 % CI] | rel. | wins | p |", "|---|---|---|---|---|---|---|---|"
+             "---|---|"]
+    for m, per in paired.items():
+        for b, d in per.items():
+            cells = []
+            for k in ("angle_rmse", "force_rmse"):
+                c = d[k]
+                p = "—" if c["wilcoxon_p"] is None else f"{c['wilcoxon_p']:.3f}"
+                cells += [f"{c['mean_difference']:+.4f} [{c['ci95'][0]:+.4f}, "
+                          f"{c['ci95'][1]:+.4f}]", f"{100 * c['relative_difference']:+.1f} %",
+                          f"{c['wins']}/{c['n']}", p]
+            lines.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(results: dict) -> str:
@@ -456,6 +517,7 @@ def markdown(results: dict) -> str:
                       + "; ".join(f"vs {m} {w['angle_rmse']}/{e['folds']}, "
                                   f"{w['force_rmse']}/{e['folds']}"
                                   for m, w in e["pi_transfer_wins"].items()) + "."]
+        lines += paired_markdown(e.get("paired", {}))
         lines.append("")
     t = results["timing"]
     lines += [f"Time: generic training {t['generic_s_mean']:.0f} s per fold, all methods "
@@ -558,7 +620,9 @@ def main(argv=None) -> int:
                 "share_start_s": args.share_start,
                 # v2: validation windows take their sEMG history from before the split.
                 "personal_validation": "v2",
-                "config": {k: _describe(v) for k, v in config.__dict__.items()}}
+                "config": {k: _describe(v) for k, v in config.__dict__.items()
+                           # (absent at its default, so earlier folders stay valid)
+                           if not (k == "calibration_steps" and v == 20)}}
     if args.share_labels != "all":  # (absent for 'all', so earlier folders stay valid)
         protocol["share_labels"] = args.share_labels
     if args.label_noise:  # likewise absent when 0

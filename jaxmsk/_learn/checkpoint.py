@@ -45,9 +45,9 @@ def save_predictor(path, predictor: Predictor, adjustment: SubjectAdjustment, me
                            overwrite=overwrite)
 
 
-def load_predictor(path, model) -> tuple[Predictor, SubjectAdjustment, dict]:
-    """A checkpoint written by `jaxmsk train` or `personalise` (the file, or a folder holding
-    generic.eqx), in the current float dtype. ValueError if it does not fit `model`."""
+def predictor_metadata(path) -> tuple[Path, dict]:
+    """(the checkpoint file, its metadata) of a checkpoint written by `jaxmsk train` or
+    `personalise` (the file, or a folder holding generic.eqx); ValueError if it is not one."""
     path = Path(path)
     if path.is_dir():
         path = path / GENERIC_FILE
@@ -59,6 +59,13 @@ def load_predictor(path, model) -> tuple[Predictor, SubjectAdjustment, dict]:
     if missing:
         raise ValueError(f"--generic {path}: not a checkpoint of `jaxmsk train` (its metadata "
                          f"lacks {missing}).")
+    return path, meta
+
+
+def load_predictor(path, model) -> tuple[Predictor, SubjectAdjustment, dict]:
+    """A checkpoint written by `jaxmsk train` or `personalise` (the file, or a folder holding
+    generic.eqx), in the current float dtype. ValueError if it does not fit `model`."""
+    path, meta = predictor_metadata(path)
     for what, names in (("muscles", model.muscle_names), ("coordinates", model.coordinate_names)):
         if len(meta[what]) != len(names) or (names and tuple(meta[what]) != tuple(names)):
             raise ValueError(f"--generic {path} was trained with a model whose {what} are "

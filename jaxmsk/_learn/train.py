@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -371,11 +372,34 @@ def evaluate(predictor: Predictor, dataset: Dataset, model: Model | None = None,
         ft.append(t.forces[rf - 1:])
         if m is not None:
             res.append(np.asarray(_residual(m, q_hat, f_hat, 1.0 / t.fs)))
-    out = _pooled(np.concatenate(qs), np.concatenate(fs), np.concatenate(qt),
+    out = pooled_metrics(np.concatenate(qs), np.concatenate(fs), np.concatenate(qt),
                   np.concatenate(ft), np.concatenate(res) if res else None)
     if m is not None:
         out["angle_outside_limits"] = outside_limits(m, np.concatenate(qs))
         out["angle_outside_limits_truth"] = outside_limits(m, np.concatenate(qt))
+    return out
+
+
+def motion_type(trial_name: str) -> str:
+    """The motion type a trial name stands for: the name without a share's "#rest" suffix and
+    without a trailing repetition number ("slow_2" -> "slow", "free-1" -> "free",
+    "walk" -> "walk")."""
+    return re.sub(r"[_\-. ]?\d+$", "", trial_name.split("#", 1)[0]) or trial_name
+
+
+def evaluate_by_motion(predictor: Predictor, dataset: Dataset, model: Model | None = None,
+                       adjustment: SubjectAdjustment | None = None) -> dict[str, dict]:
+    """`evaluate` on the trials of each motion type (`motion_type` of the trial names) apart:
+    {type: {"trials": [names], "angle_rmse", "angle_r2", "force_rmse", "force_r2"}} (rad, N;
+    means over outputs)."""
+    groups: dict[str, list] = {}
+    for t in dataset.trials:
+        groups.setdefault(motion_type(t.name), []).append(t)
+    out = {}
+    for kind, trials in groups.items():
+        m = evaluate(predictor, Dataset(tuple(trials)), model, adjustment)
+        out[kind] = {"trials": [t.name for t in trials],
+                     **{k: m[k] for k in ("angle_rmse", "angle_r2", "force_rmse", "force_r2")}}
     return out
 
 
@@ -445,11 +469,13 @@ def evaluate_segments(predictor: Predictor, segments: Segments, model: Model | N
         x = np.concatenate(xs) if isinstance(xs, list) else xs
         return x.reshape(-1, x.shape[-1])
 
-    return _pooled(flat(qs), flat(fs), flat(segments.q), flat(segments.forces),
+    return pooled_metrics(flat(qs), flat(fs), flat(segments.q), flat(segments.forces),
                    flat(res) if res else None)
 
 
-def _pooled(q_hat, f_hat, q, forces, residual) -> dict:
+def pooled_metrics(q_hat, f_hat, q, forces, residual) -> dict:
+    """`evaluate`'s dictionary from pooled predictions and labels (time, outputs) and the
+    equation-of-motion residual of the predictions (or None)."""
     a = metrics(q_hat, q)
     f = metrics(f_hat, forces)
     out = {"angle": {k: v.tolist() for k, v in a.items()},
@@ -489,4 +515,5 @@ def _predict_batch(predictor, emg):
 
 __all__ = ["Segments", "make_segments", "Predictor", "SubjectAdjustment", "LossWeights",
            "losses", "fit", "FitResult", "metrics", "evaluate", "evaluate_segments",
-           "recorded_residual_rms", "joint_limits", "outside_limits"]
+           "recorded_residual_rms", "joint_limits", "outside_limits", "motion_type",
+           "evaluate_by_motion"]

@@ -33,6 +33,7 @@ from .train import (
     Predictor,
     SubjectAdjustment,
     evaluate,
+    evaluate_by_motion,
     fit,
 )
 
@@ -40,8 +41,12 @@ from .train import (
 # fraction of F_max (the wrist cohort's forces have sd 0.03–0.1 F_max).
 UNLABELLED_FORCE_SD = 0.1
 
-METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics", "pi_no_transfer",
-           "full_finetune")
+# The network methods, run by default (`run_fold`, `compare_methods`, `jaxmsk demo`).
+DEFAULT_METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics",
+                   "pi_no_transfer", "full_finetune")
+# Every method: also "calibrated_msk", the EMG-driven model calibrated by `identify` on the
+# share and simulated open loop (`_learn/calibrated.py`; minutes per subject on a CPU).
+METHODS = (*DEFAULT_METHODS, "calibrated_msk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +73,7 @@ class TransferConfig:
             validations without improvement (the best parameters are kept).
         validation_fraction: share of the segments (`train`) or of the end of each trial
             (`personalise`) held out for early stopping.
+        calibration_steps: Levenberg–Marquardt steps of `calibrated_msk`'s `identify`.
     """
 
     network: Callable | None = None
@@ -82,6 +88,7 @@ class TransferConfig:
     eval_every: int = 50
     patience: int = 6
     validation_fraction: float = 0.2
+    calibration_steps: int = 20
 
     def make_network(self, n_inputs: int, n_outputs: int, key):
         if self.network is not None:
@@ -254,24 +261,40 @@ def from_scratch(share: Dataset, model: Model, config: TransferConfig, key, *, p
 
 
 def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Model,
-                    config: TransferConfig, key, *, methods=METHODS, force_labels: bool = True,
-                    progress=None, label: str = "") -> dict:
+                    config: TransferConfig, key, *, methods=DEFAULT_METHODS,
+                    force_labels: bool = True, progress=None, label: str = "") -> dict:
     """Give each of `methods` the subject's `share` (the generic network for the transfer
     methods), evaluate it on `test` (`evaluate`, under its `SubjectAdjustment` where it has
     one). Needs no source data. `force_labels=False`: every method ignores the share's
     muscle forces (see `personalise`); `test` keeps them for evaluation. Returns
     {"methods": {name: metrics}, "predictors": {name: Predictor}, "adjustments":
-    {name: SubjectAdjustment} (physics-informed methods),
+    {name: SubjectAdjustment} (physics-informed methods), "calibrated": {name: CalibratedMSK},
     "strength_scales": {name: exp(log_strength)}}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}.")
     say = progress or (lambda s: None)
-    results, extra, predictors, adjustments = {}, {}, {}, {}
+    results, extra, predictors, adjustments, calibrated = {}, {}, {}, {}, {}
     keys = dict(zip(METHODS, jax.random.split(key, len(METHODS))))
     for name in methods:
         tag = f"{label}{name}: "
         adjustment = None
+        if name == "calibrated_msk":
+            from .calibrated import calibrate, evaluate_calibrated
+
+            say(f"{tag}identify on the share's sEMG and angles "
+                f"({config.calibration_steps} steps at most) ...")
+            cal = calibrate(share, model, max_steps=config.calibration_steps,
+                            progress=lambda s, tag=tag: say(f"{tag}{s}"))
+            calibrated[name] = cal
+            results[name] = evaluate_calibrated(cal, test, model)
+            results[name]["calibration"] = {
+                k: cal.identification.diagnostics[k]
+                for k in ("converged", "stalled", "message", "steps", "loss")}
+            extra[name] = np.asarray(cal.identification.scales["max_isometric_force"]).tolist()
+            say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad"
+                + (f", force RMSE {results[name]['force_rmse']:.3f} N" if force_labels else ""))
+            continue
         if name == "generic":
             pred = generic
         elif name == "pi_transfer":
@@ -293,6 +316,7 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
                              force_labels=force_labels, progress=say, label=tag)
             pred, adjustment = r.predictor, r.adjustment
         results[name] = evaluate(pred, test, model, adjustment)
+        results[name]["by_motion"] = evaluate_by_motion(pred, test, model, adjustment)
         predictors[name] = pred
         if adjustment is not None:
             adjustments[name] = adjustment
@@ -300,12 +324,12 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
         say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad"
             + (f", force RMSE {results[name]['force_rmse']:.3f} N" if force_labels else ""))
     return {"methods": results, "predictors": predictors, "adjustments": adjustments,
-            "strength_scales": extra}
+            "strength_scales": extra, "calibrated": calibrated}
 
 
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
              share_fraction: float | None = 0.2, share_trials: int | None = None,
-             share_start: float = 0.0, methods=METHODS, force_labels: bool = True,
+             share_start: float = 0.0, methods=DEFAULT_METHODS, force_labels: bool = True,
              progress=None, generic=None) -> dict:
     """One leave-one-subject-out fold: train the generic network on every other subject
     (or take `generic`), give each method a small share of `target` — the first
@@ -365,5 +389,5 @@ def drop_start(data: Dataset, seconds: float) -> Dataset:
     return Dataset(tuple(out))
 
 
-__all__ = ["METHODS", "TransferConfig", "train", "personalise",
+__all__ = ["METHODS", "DEFAULT_METHODS", "TransferConfig", "train", "personalise",
            "from_scratch", "compare_methods", "run_fold"]

@@ -45,8 +45,8 @@ def _personalise(args) -> int:
 
     return run_command("personalise", args, run_personalise, data=args.data, subject=args.subject,
                        generic=args.generic, model=args.model, share=args.share, trials=args.trials,
-                       steps=args.steps, batch_size=args.batch_size, methods=args.methods,
-                       seed=args.seed, overwrite=args.overwrite)
+                       labels=args.labels, steps=args.steps, batch_size=args.batch_size,
+                       methods=args.methods, seed=args.seed, overwrite=args.overwrite)
 
 
 def _common(p, out_help: str, out_default: str | None = None) -> None:
@@ -95,16 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     pers.add_argument("--subject", required=True, help="the subject folder to personalise to")
     pers.add_argument("--generic", required=True,
                       help="the --out folder of `jaxmsk train` (or its generic.eqx)")
-    pers.add_argument("--model", default="wrist", help=_MODEL_HELP + "; the one trained with")
+    pers.add_argument("--model", default=None, help=_MODEL_HELP + "; default: the one the "
+                      "generic network was trained with (its checkpoint names it)")
     share = pers.add_mutually_exclusive_group()
     share.add_argument("--share", type=float,
                        help="fraction of every trial (its start) to personalise on (default 0.2)")
-    share.add_argument("--trials", type=int, help="whole trials to personalise on instead")
+    share.add_argument("--trials", help="whole trials to personalise on instead: a number "
+                       "(chosen at random) or comma-separated trial names, e.g. slow_1,slow_2 "
+                       "(test on the others)")
+    pers.add_argument("--labels", choices=("all", "angle"), default="all",
+                      help="what the methods learn from on the share: 'all' recorded labels "
+                      "(joint angles, and muscle forces where files exist) or 'angle' only, as "
+                      "for a real subject; forces are scored on the test part wherever files "
+                      "exist")
     pers.add_argument("--steps", type=int, help="optimiser steps per method (default 400)")
     pers.add_argument("--batch-size", type=int, default=32, help="segments per step")
     pers.add_argument("--methods", default="all",
                       help="'all' or a comma-separated subset of pi_transfer, generic, "
-                      "target_only, transfer_no_physics, pi_no_transfer, full_finetune")
+                      "target_only, transfer_no_physics, pi_no_transfer, full_finetune, "
+                      "calibrated_msk (the EMG-driven model calibrated by identify on the "
+                      "share, simulated open loop; minutes on a CPU)")
     _common(pers, "output folder: results.json, results.md, traces.png, personalised.eqx")
     pers.set_defaults(func=_personalise)
     cohort = sub.add_parser(

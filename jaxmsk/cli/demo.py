@@ -6,7 +6,7 @@ laptop in minutes.
 2. sEMG is processed (band-pass, notch, envelope, MVC normalisation, 100 Hz).
 3. For each of the last `folds` subjects (leave-one-subject-out): a generic CNN is trained
    on the others with the equation of motion as a soft constraint; then every method of
-   `jaxmsk.METHODS` gets the first 20 % of each of the held-out subject's trials
+   `jaxmsk.DEFAULT_METHODS` gets the first 20 % of each of the held-out subject's trials
    after their first second, and is evaluated on the remaining 80 %. The first second (the
    protocols' fade-in from rest, `jaxmsk.cohort._protocols.FADE_IN_S`) is used by no method: it is a
    transient the test data do not have, and fine-tuning on it taught the networks a phase

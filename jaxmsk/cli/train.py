@@ -76,8 +76,11 @@ def _force_labels_or_placeholders(dataset: Dataset, model, root: Path, subject: 
 
 def _without_forces(m: dict, model) -> dict:
     """`_labelled` for a subject without force labels: every force metric is None."""
+    by_motion = {k: {n: (None if n.startswith("force") else x) for n, x in v.items()}
+                 for k, v in m.get("by_motion", {}).items()}
     return {**{k: (None if k.startswith("force") else v) for k, v in m.items()},
-            "angle": {"labels": list(model.coordinate_names), **m["angle"]}, "force": None}
+            "angle": {"labels": list(model.coordinate_names), **m["angle"]}, "force": None,
+            "by_motion": by_motion}
 
 
 def _labelled(m: dict, model) -> dict:
@@ -113,8 +116,9 @@ def _floor(r: dict) -> str:
 
 
 def _personalise_markdown(r: dict) -> str:
-    share = (f"{r['share']['trials']} whole trial(s)" if r["share"]["trials"] is not None else
-             f"the first {100 * r['share']['fraction']:.0f} % of every trial")
+    tr = r["share"]["trials"]
+    share = (f"the first {100 * r['share']['fraction']:.0f} % of every trial" if tr is None
+             else f"{tr} whole trial(s)" if isinstance(tr, int) else "the whole trials")
     lines = [f"# jaxmsk personalise: subject {r['subject']}", "",
              f"Generic network {r['generic']}; each method got {share} "
              f"({', '.join(r['share_trials'])}) and is evaluated on the rest "
@@ -123,8 +127,8 @@ def _personalise_markdown(r: dict) -> str:
              "| EoM residual RMS |",
              "|---|---|---|---|---|---|"]
     for m, v in r["methods"].items():
-        f_rmse, f_r2 = ((f"{v['force_rmse']:.3f}", f"{v['force_r2']:.3f}") if r["force_labels"]
-                        else ("—", "—"))
+        f_rmse, f_r2 = ((f"{v['force_rmse']:.3f}", f"{v['force_r2']:.3f}")
+                        if r.get("force_scored", r["force_labels"]) else ("—", "—"))
         lines.append(f"| {m} | {v['angle_rmse']:.4f} | {f_rmse} | {v['angle_r2']:.3f} | "
                      f"{f_r2} | {v['eom_residual_rms']:.2e} |")
     lines += ["", "EoM residual: RMS over the test samples of the predictions (dimensionless, "
@@ -134,9 +138,19 @@ def _personalise_markdown(r: dict) -> str:
               "dominates the residual): " + ", ".join(
                   f"{m} {100 * v['angle_outside_limits']:.1f} %" for m, v in r["methods"].items())
               + "."]
-    if not r["force_labels"]:
+    kinds = next(iter(r["methods"].values())).get("by_motion") or {}
+    if len(kinds) > 1:
+        lines += ["", "Angle RMSE (rad) by motion type of the test trials:", "",
+                  "| method | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for m, v in r["methods"].items():
+            lines.append(f"| {m} | " + " | ".join(
+                f"{v['by_motion'][k]['angle_rmse']:.4f}" for k in kinds) + " |")
+    if not r.get("force_scored", r["force_labels"]):
         lines += ["", "The subject has no muscle-force files: the methods personalised on the "
                   "joint angles alone, and force errors cannot be scored."]
+    elif not r["force_labels"]:
+        lines += ["", "`--labels angle`: the methods personalised on the share's joint angles "
+                  "alone; the recorded muscle forces of the test part score them."]
     if r["strength_scales"]:
         lines += ["", "Personalised F_max scales (× the model's):", ""]
         for m, scales in r["strength_scales"].items():
@@ -236,20 +250,45 @@ def parse_methods(text: str) -> tuple[str, ...]:
     return methods
 
 
-def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wrist",
-                    share: float | None = None, trials: int | None = None,
-                    steps: int | None = None, batch_size: int | None = None,
-                    methods: str = "all", seed: int = 0, overwrite: bool = False,
-                    progress: Callable[[str], None] = print) -> dict:
+def parse_trials(text) -> int | list[str] | None:
+    """--trials: None, a number of whole trials, or comma-separated trial names."""
+    if text is None or isinstance(text, int):
+        return text
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--trials {text!r}: give a number of trials or trial names, e.g. "
+                         "slow_1,slow_2.")
+    return names
+
+
+def run_personalise(out: Path, *, data, subject: str, generic, model: str | None = None,
+                    share: float | None = None, trials: int | str | list | None = None,
+                    labels: str = "all", steps: int | None = None,
+                    batch_size: int | None = None, methods: str = "all", seed: int = 0,
+                    overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
     """`jaxmsk personalise` (see the module docstring). The share is the first `share` of
-    every trial (default 0.2), or `trials` whole trials chosen at random."""
+    every trial (default 0.2), or whole `trials` (a number chosen at random, or names).
+    `labels="angle"`: the methods see only the share's joint angles; forces still score them
+    on the test part where force files exist. `model` defaults to the generic checkpoint's."""
     started = time.perf_counter()
     chosen = parse_methods(methods)
+    trials = parse_trials(trials)
+    if labels not in ("all", "angle"):
+        raise ValueError(f"--labels {labels!r}: give 'all' or 'angle'.")
     if share is None and trials is None:
         share = 0.2
     if share is not None and not 0 < share < 1:
         raise ValueError(f"--share {share}: give the fraction of every trial to personalise "
                          "on, between 0 and 1 (e.g. 0.2), or --trials.")
+    if model is None:
+        model = checkpoint.predictor_metadata(generic)[1].get("model", "wrist")
+        if model not in models.BUILTIN and not Path(model).exists():
+            raise ValueError(f"--generic {generic} was trained with the model {model}, which "
+                             "is not found from here; pass it as --model.")
+        progress(f"model {model} (the generic network's, from its checkpoint)")
     mdl = models.load(model, argument="--model")
     predictor, _, meta = load_predictor(generic, mdl)
     config = _budget(TransferConfig(network=checkpoint.network_builder(meta["network"]),
@@ -266,8 +305,9 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
                          "(jaxmsk train --subjects ...).")
     progress(f"jaxmsk personalise {subject} on {device_name()}, {jnp.result_type(float)}")
     dataset = load_data(data, mdl, [subject], progress, require_forces=False)
-    dataset, force_labels = _force_labels_or_placeholders(dataset, mdl, Path(data), subject,
-                                                          progress)
+    dataset, has_forces = _force_labels_or_placeholders(dataset, mdl, Path(data), subject,
+                                                        progress)
+    force_labels = has_forces and labels == "all"
     t0 = dataset.trials[0]
     if abs(t0.fs - meta["fs"]) > 1e-6 * meta["fs"] or t0.emg_units != meta["emg_units"]:
         raise ValueError(f"subject {subject}'s recordings give sEMG in {t0.emg_units!r} at "
@@ -279,6 +319,9 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
         part, test = dataset.share(k_share, trials=trials)
     else:
         part, test = dataset.share(k_share, fraction=share)
+    if not part.trials or not test.trials:
+        raise ValueError(f"--trials {trials}: the share has {len(part.trials)} and the test "
+                         f"part {len(test.trials)} trials; both need at least one.")
     fold = compare_methods(predictor, part, test, mdl, config, k_methods, methods=chosen,
                            force_labels=force_labels, progress=progress, label=f"{subject} ")
     out.mkdir(parents=True, exist_ok=True)
@@ -290,15 +333,16 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str = "wri
                                     fold["adjustments"]["pi_transfer"], personal,
                                     overwrite=overwrite))
     files.append(_traces(out / "traces.png", test.trials[0], fold["predictors"], overwrite,
-                         force_truth=force_labels))
-    scored = {m: _labelled(v, mdl) if force_labels else _without_forces(v, mdl)
+                         force_truth=has_forces))
+    scored = {m: _labelled(v, mdl) if has_forces else _without_forces(v, mdl)
               for m, v in fold["methods"].items()}
     results = {
         "command": "personalise", "subject": subject, "generic": str(generic), "model": model,
         "share": {"fraction": share if trials is None else None, "trials": trials},
         "share_trials": [t.name for t in part.trials], "test_trials": [t.name for t in test.trials],
-        "force_labels": force_labels, "methods": scored,
-        "recorded_eom_residual_rms": recorded_residual_rms(dataset, mdl) if force_labels else None,
+        "labels": labels, "force_labels": force_labels, "force_scored": has_forces,
+        "methods": scored,
+        "recorded_eom_residual_rms": recorded_residual_rms(dataset, mdl) if has_forces else None,
         "strength_scales": {m: dict(zip(mdl.muscle_names, s))
                             for m, s in fold["strength_scales"].items()},
         "config": config_json(config), "seed": seed, "device": device_name(),

@@ -226,14 +226,30 @@ class Dataset:
                 (test if j in held else train).append(t)
         return Dataset(tuple(train)), Dataset(tuple(test))
 
-    def share(self, key, fraction: float | None = None, *, trials: int | None = None
-              ) -> tuple[Dataset, Dataset]:
-        """A small share of each subject's data and the rest: either whole `trials` (e.g. 1)
-        chosen at random, or the first `fraction` of every trial's samples (the rest of
+    def share(self, key, fraction: float | None = None, *,
+              trials: int | Sequence[str] | None = None) -> tuple[Dataset, Dataset]:
+        """A small share of each subject's data and the rest: either whole `trials` (a
+        number, e.g. 1, chosen at random per subject; or trial names, e.g. ["slow_1"], the
+        same for every subject), or the first `fraction` of every trial's samples (the rest of
         each trial goes to the second dataset). Deterministic per key."""
         if (fraction is None) == (trials is None):
             raise ValueError("share: give exactly one of fraction= (0–1 of every trial) or "
-                             "trials= (a number of whole trials).")
+                             "trials= (a number of whole trials, or trial names).")
+        if trials is not None and not isinstance(trials, (int, np.integer)):
+            names = [trials] if isinstance(trials, str) else list(trials)
+            if not names:
+                raise ValueError("share: trials= names no trial.")
+            for s in self.subjects:
+                have = [t.name for t in self.trials if t.subject == s]
+                missing = [n for n in names if n not in have]
+                if missing or len(set(names)) >= len(have):
+                    raise ValueError(
+                        f"share: subject {s} has trials {', '.join(have)}; trials={names} "
+                        + (f"names {', '.join(missing)}, which it does not have."
+                           if missing else "must leave at least one."))
+            first = tuple(t for t in self.trials if t.name in names)
+            rest = tuple(t for t in self.trials if t.name not in names)
+            return Dataset(first), Dataset(rest)
         if trials is not None:
             parts = []
             for k, s in zip(jax.random.split(key, len(self.subjects)), self.subjects):
