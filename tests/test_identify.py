@@ -346,3 +346,18 @@ def test_default_multiple_shooting_recovers_sinusoidal_excitations(wrist):
     assert d["converged"] and not d["stalled"], d["message"]
     for name in FIT:
         np.testing.assert_allclose(res.scales[name], true[name], rtol=0.01, err_msg=name)
+
+
+def test_strength_is_one_scale_of_every_muscles_force(wrist):
+    """fit=("strength",): one scale label, and the model's F_max is nominal × strength (×
+    the per-muscle scales when those are fitted too)."""
+    params = id_problem.parameters_to_fit(wrist, EMGExcitation(), ("strength", "F_max"),
+                                          {}, -1)
+    assert params[0].labels == ("strength",) and params[0].kind == "scale"
+    per = np.array([1.1, 0.9, 1.0, 1.2, 0.8])
+    phys = {"strength": jnp.asarray(id_problem.to_theta(params[0], np.array([1.5]))),
+            "max_isometric_force": jnp.asarray(id_problem.to_theta(params[1], per))}
+    model, _ = id_problem.apply_parameters(wrist, EMGExcitation(), params, phys, -1)
+    np.testing.assert_allclose(model.muscles.params.max_isometric_force,
+                               1.5 * per * np.asarray(wrist.muscles.params.max_isometric_force),
+                               rtol=1e-9)

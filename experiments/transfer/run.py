@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (cohort and training)")
     p.add_argument("--generic-steps", type=int, default=None, help="default 1500 (TransferConfig)")
     p.add_argument("--personal-steps", type=int, default=None, help="default 400 (TransferConfig)")
+    p.add_argument("--calibration-fit", default=None,
+                   help="what calibrated_msk fits, comma-separated identify names (default "
+                   "max_isometric_force; 'strength' is one F_max scale for every muscle)")
     p.add_argument("--chunk", type=float, default=2.0, help="seconds per share chunk")
     p.add_argument("--share-start", type=float, default=1.0,
                    help="seconds into each trial where share chunks start (default 1: after "
@@ -316,13 +319,14 @@ def run_methods(generic, share, test, model, config, key, methods, say, label,
         if name == "calibrated_msk":
             from jaxmsk._learn.calibrated import calibrate, evaluate_calibrated
 
-            cal = calibrate(share, model, max_steps=config.calibration_steps,
+            cal = calibrate(share, model, fit=config.calibration_fit,
+                            max_steps=config.calibration_steps,
                             progress=lambda s, lab=lab: say(f"{lab}{s}"))
             results[name] = evaluate_calibrated(cal, test, model)
             d = cal.identification.diagnostics
             results[name]["calibration"] = {k: d[k] for k in ("converged", "stalled", "message",
                                                              "steps", "loss")}
-            scales[name] = np.asarray(cal.identification.scales["max_isometric_force"]).tolist()
+            scales[name] = cal.strength_scales().tolist()
             fits[name] = {"seconds": round(time.perf_counter() - t0, 1), "steps_run": d["steps"]}
             say(f"{lab}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
                 f"{results[name]['force_rmse']:.3f} N ({time.perf_counter() - t0:.0f} s)")
@@ -612,6 +616,9 @@ def main(argv=None) -> int:
         overrides["generic_steps"] = args.generic_steps
     if args.personal_steps is not None:
         overrides["personal_steps"] = args.personal_steps
+    if args.calibration_fit is not None:
+        overrides["calibration_fit"] = tuple(s.strip() for s in args.calibration_fit.split(",")
+                                             if s.strip())
     config = TransferConfig(**overrides)
 
     # Everything that changes a fold's numbers; a folder holds the runs of one protocol.
@@ -622,7 +629,8 @@ def main(argv=None) -> int:
                 "personal_validation": "v2",
                 "config": {k: _describe(v) for k, v in config.__dict__.items()
                            # (absent at its default, so earlier folders stay valid)
-                           if not (k == "calibration_steps" and v == 20)}}
+                           if not (k == "calibration_steps" and v == 20)
+                           and not (k == "calibration_fit" and v == ("max_isometric_force",))}}
     if args.share_labels != "all":  # (absent for 'all', so earlier folders stay valid)
         protocol["share_labels"] = args.share_labels
     if args.label_noise:  # likewise absent when 0

@@ -195,6 +195,8 @@ def identify(
         fit: names of the parameters to estimate: per-muscle scales of
             `max_isometric_force` (alias F_max), `optimal_fiber_length` (l_opt),
             `tendon_slack_length` (l_ts), `pennation_angle`, `max_contraction_velocity`;
+            `strength`, one scale of every muscle's F_max (multiplying the per-muscle ones
+            if both are fitted);
             scales of the activation time constants `tau_act`, `tau_deact`; for EMG-driven
             trials the `EMGExcitation` parameters `shape_factor` (A), `c1`, `c2`,
             `emg_delay` (s); joint `joint_damping` (N·m·s/rad) and `joint_stiffness`

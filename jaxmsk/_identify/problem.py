@@ -37,7 +37,10 @@ ALIASES = {"F_max": "max_isometric_force", "l_opt": "optimal_fiber_length",
 ACTIVATION = ("tau_act", "tau_deact")
 EMG = ("shape_factor", "c1", "c2", "emg_delay")
 JOINT = ("joint_damping", "joint_stiffness")
-FITTABLE = SCALABLE + ACTIVATION + EMG + JOINT
+# One scale for every muscle's F_max (a subject's overall strength; with max_isometric_force
+# also fitted the two multiply).
+SHARED = ("strength",)
+FITTABLE = SCALABLE + SHARED + ACTIVATION + EMG + JOINT
 
 # Bounds: scale factors relative to the given model for muscle and activation parameters;
 # absolute values for the EMG model (dimensionless, delay in s) and the joint (N·m·s/rad,
@@ -48,6 +51,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "tendon_slack_length": (0.7, 1.4),
     "pennation_angle": (0.2, 3.0),
     "max_contraction_velocity": (0.3, 3.0),
+    "strength": (0.2, 5.0),
     "tau_act": (0.25, 4.0),
     "tau_deact": (0.25, 4.0),
     "shape_factor": (-2.999, -1e-3),
@@ -266,6 +270,10 @@ def parameters_to_fit(model: Model, emg_model: EMGExcitation, fit: Sequence[str]
             nominal = np.asarray(getattr(model.muscles.params, name), float)
             labels = tuple(f"{name}[{m}]" for m in muscles)
             kind = "scale"
+        elif name in SHARED:
+            nominal = np.ones(1)
+            labels = (name,)
+            kind = "scale"
         elif name in ACTIVATION:
             nominal = np.atleast_1d(np.asarray(getattr(model.activation, name), float))
             labels = (name,) if nominal.size == 1 else tuple(f"{name}[{m}]" for m in muscles)
@@ -303,11 +311,13 @@ def from_theta(p: Parameter, theta: Array) -> Array:
 
 def apply_parameters(model: Model, emg_model: EMGExcitation, params: Sequence[Parameter],
                      phys: dict, joint_index: int) -> tuple[Model, EMGExcitation]:
-    scales = {}
+    scales, gain = {}, None
     for p in params:
         v = from_theta(p, phys[p.name])
         if p.name in SCALABLE:
             scales[p.name] = v
+        elif p.name in SHARED:
+            gain = v
         elif p.name in ACTIVATION:
             nominal = getattr(model.activation, p.name)
             value = nominal * v.reshape(jnp.shape(nominal))
@@ -318,6 +328,9 @@ def apply_parameters(model: Model, emg_model: EMGExcitation, params: Sequence[Pa
         else:
             field = p.name.removeprefix("joint_")
             model = eqx.tree_at(lambda m, f=field: getattr(m.passive[joint_index], f), model, v)
+    if gain is not None:
+        each = scales.get("max_isometric_force", jnp.ones(model.n_muscles, gain.dtype))
+        scales["max_isometric_force"] = each * gain
     if scales:
         model = scale_parameters(model, check=False, **scales)  # sigmoid: > 0 by construction
     return model, emg_model

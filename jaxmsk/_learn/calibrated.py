@@ -52,6 +52,16 @@ class CalibratedMSK:
     emg_model: EMGExcitation
     identification: IdentificationResult | None = None
 
+    def strength_scales(self) -> np.ndarray:
+        """Per-muscle F_max scales of the calibrated model relative to the one calibrated
+        (the shared `strength` times the per-muscle scales, whichever were fitted)."""
+        s = self.identification.scales if self.identification is not None else {}
+        out = np.ones(self.model.n_muscles)
+        for name in ("max_isometric_force", "strength"):
+            if name in s:
+                out = out * np.asarray(s[name], float)
+        return out
+
     def simulate(self, emg, ts, q0, qdot0):
         """Open-loop trajectory driven by processed sEMG (time, muscles) at `ts`."""
         ts = jnp.asarray(ts)

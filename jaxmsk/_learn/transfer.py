@@ -73,7 +73,9 @@ class TransferConfig:
             validations without improvement (the best parameters are kept).
         validation_fraction: share of the segments (`train`) or of the end of each trial
             (`personalise`) held out for early stopping.
-        calibration_steps: Levenberg–Marquardt steps of `calibrated_msk`'s `identify`.
+        calibration_steps, calibration_fit: Levenberg–Marquardt steps of `calibrated_msk`'s
+            `identify`, and what it fits (`identify`'s names; "strength" is one F_max scale
+            shared by every muscle).
     """
 
     network: Callable | None = None
@@ -89,6 +91,7 @@ class TransferConfig:
     patience: int = 6
     validation_fraction: float = 0.2
     calibration_steps: int = 20
+    calibration_fit: tuple[str, ...] = ("max_isometric_force",)
 
     def make_network(self, n_inputs: int, n_outputs: int, key):
         if self.network is not None:
@@ -284,14 +287,15 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
 
             say(f"{tag}identify on the share's sEMG and angles "
                 f"({config.calibration_steps} steps at most) ...")
-            cal = calibrate(share, model, max_steps=config.calibration_steps,
+            cal = calibrate(share, model, fit=config.calibration_fit,
+                            max_steps=config.calibration_steps,
                             progress=lambda s, tag=tag: say(f"{tag}{s}"))
             calibrated[name] = cal
             results[name] = evaluate_calibrated(cal, test, model)
             results[name]["calibration"] = {
                 k: cal.identification.diagnostics[k]
                 for k in ("converged", "stalled", "message", "steps", "loss")}
-            extra[name] = np.asarray(cal.identification.scales["max_isometric_force"]).tolist()
+            extra[name] = cal.strength_scales().tolist()
             say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad"
                 + (f", force RMSE {results[name]['force_rmse']:.3f} N" if force_labels else ""))
             continue

@@ -159,7 +159,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="wrist", help="wrist, arm26, a model .json or an .osim")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--fit", default="max_isometric_force,optimal_fiber_length,tendon_slack_length",
-                   help="comma-separated parameters (also tau_act, tau_deact, emg_delay, "
+                   help="comma-separated parameters (also strength, tau_act, tau_deact, emg_delay, "
                    "shape_factor, c1, c2, joint_damping, joint_stiffness; aliases F_max, "
                    "l_opt, l_ts)")
     p.add_argument("--trials", default=None, help="comma-separated trial names (default all)")
