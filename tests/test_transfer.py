@@ -294,3 +294,26 @@ def test_calibrated_msk_is_a_method(processed, small_cohort):
     assert r["calibration"]["stalled"] and not r["calibration"]["converged"]
     assert len(out["strength_scales"]["calibrated_msk"]) == 5
     assert set(r["by_motion"]) == {msk._learn.train.motion_type(t.name) for t in test.trials}
+
+
+def test_calibrated_msk_says_when_a_simulation_failed(processed, small_cohort):
+    """A failed open-loop run (non-finite states, as diffrax leaves a stopped solve) warns
+    and is named in "simulation_failed"; its samples are never NaN in the metrics."""
+    import types
+
+    from jaxmsk import EMGExcitation
+    from jaxmsk._learn.calibrated import CalibratedMSK, evaluate_calibrated
+    from jaxmsk.data import Dataset
+
+    class Broken(CalibratedMSK):
+        def simulate(self, emg, ts, q0, qdot0):
+            n = len(ts)
+            return types.SimpleNamespace(q=np.full((n, 1), np.inf),
+                                         tendon_force=np.full((n, 5), np.nan))
+
+    trial = processed.trials[0]
+    with pytest.warns(RuntimeWarning, match="failed"):
+        r = evaluate_calibrated(Broken(small_cohort.model, EMGExcitation()),
+                                Dataset((trial,)), small_cohort.model)
+    assert r["simulation_failed"] == [trial.name]
+    assert np.isfinite(r["angle_rmse"]) and np.isfinite(r["force_rmse"])

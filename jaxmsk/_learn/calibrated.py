@@ -72,19 +72,26 @@ class CalibratedMSK:
 
     def predict(self, trial):
         """(q (time, dofs) rad, tendon forces (time, muscles) N) for a processed trial, from
-        its first recorded angle and velocity; NaN where the simulation failed."""
+        its first recorded angle and velocity (see `predict_checked` for a failed run)."""
+        return self.predict_checked(trial)[:2]
+
+    def predict_checked(self, trial):
+        """`predict` and whether the simulation succeeded: where it failed (non-finite
+        states, a solver that stopped), it warns and the samples are the trial's first angle
+        and zero force."""
         ts = trial.time()
         q0 = trial.q[0]
         qdot0 = start_velocity(np.asarray(ts), np.asarray(trial.q))
         traj = self.simulate(trial.emg, ts, q0, qdot0)
         q, f = np.asarray(traj.q), np.asarray(traj.tendon_force)
-        if not (np.isfinite(q).all() and np.isfinite(f).all()):
+        ok = bool(np.isfinite(q).all() and np.isfinite(f).all())
+        if not ok:
             warnings.warn(f"calibrated_msk: the open-loop simulation of {trial.subject}/"
                           f"{trial.name} failed (non-finite states); its samples score as the "
                           "trial's first angle and zero force.", RuntimeWarning, stacklevel=2)
             q = np.where(np.isfinite(q), q, q0)
             f = np.where(np.isfinite(f), f, 0.0)
-        return q, f
+        return q, f, ok
 
 
 def calibrate(share: Dataset, model: Model, *, fit: Sequence[str] = CALIBRATED_FIT,
@@ -114,8 +121,10 @@ def calibrate(share: Dataset, model: Model, *, fit: Sequence[str] = CALIBRATED_F
 def evaluate_calibrated(cal: CalibratedMSK, dataset: Dataset, model: Model) -> dict:
     """`evaluate`'s metrics (angle in rad, force in N, EoM residual of the simulated angles
     and forces under the calibrated model) over every sample of the trials, with
-    "by_motion" as `evaluate_by_motion`."""
-    per = [(t, *cal.predict(t)) for t in dataset.trials]
+    "by_motion" as `evaluate_by_motion`, and "simulation_failed": the trials whose open-loop
+    simulation failed (scored as their first angle and zero force; a warning says so)."""
+    checked = [(t, *cal.predict_checked(t)) for t in dataset.trials]
+    per = [(t, q, f) for t, q, f, _ in checked]
 
     def pooled(items):
         q_hat = np.concatenate([q for _, q, _ in items])
@@ -130,6 +139,7 @@ def evaluate_calibrated(cal: CalibratedMSK, dataset: Dataset, model: Model) -> d
         return out
 
     out = pooled(per)
+    out["simulation_failed"] = [t.name for t, _, _, ok in checked if not ok]
     groups: dict[str, list] = {}
     for item in per:
         groups.setdefault(motion_type(item[0].name), []).append(item)
