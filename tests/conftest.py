@@ -19,3 +19,9 @@ def small_cohort():
     return msk.cohort.synthetic_cohort(msk.models.wrist(), c["n_subjects"],
                                        jax.random.key(c["seed"]), repetitions=c["repetitions"],
                                        duration=c["duration"])
+
+
+@pytest.fixture(scope="session")
+def processed(small_cohort):
+    """The small cohort's processed dataset (sEMG envelopes at 100 Hz)."""
+    return small_cohort.to_dataset().process()

@@ -275,3 +275,10 @@ def fake_cohort(seed: int, *, trial_names, n_time: int, fs: float, n_emg: int, f
         emg=rng.standard_normal((n_subjects, len(trial_names), n_emg, m)).astype(np.float32),
         mvc_emg=rng.standard_normal((n_subjects, n_mvc, m)),
         metadata={"generator": "test"} if metadata is None else metadata)
+
+
+def small_cnn(n_in, n_out, key):
+    """The tests' tiny CNN (receptive field 7): machinery checks, not the method."""
+    import jaxmsk as msk
+
+    return msk.nn.CNN(n_in, n_out, channels=(8, 8), kernel_sizes=(4, 4), head_width=16, key=key)

@@ -60,8 +60,9 @@ def test_cli_help_and_refuses_to_overwrite(tmp_path):
 def test_demo_runs_and_reports(tmp_path, small_cohort):
     """The demo end to end on the small cohort's sizes with tiny training budgets (the real
     run's figures are in README): one leave-one-subject-out fold with every method."""
-    from jaxmsk._learn.transfer import DEFAULT_METHODS as METHODS
+    from jaxmsk._learn.hybrid import HybridConfig
     from jaxmsk._learn.transfer import TransferConfig
+    from jaxmsk.cli.demo import DEMO_METHODS as METHODS
     from jaxmsk.cli.demo import METRICS, run_demo
 
     def small_cnn(n_in, n_out, key):
@@ -69,7 +70,8 @@ def test_demo_runs_and_reports(tmp_path, small_cohort):
                              key=key)
 
     config = TransferConfig(network=small_cnn, segment_length=16, generic_steps=20,
-                            personal_steps=10, batch_size=8, eval_every=10)
+                            personal_steps=10, batch_size=8, eval_every=10,
+                            hybrid=HybridConfig(steps=3, eval_every=3))
     lines = []
     results = run_demo(out=tmp_path / "demo", n_subjects=3, repetitions=1, duration=3.0,
                        config=config, progress=lines.append)
@@ -82,7 +84,9 @@ def test_demo_runs_and_reports(tmp_path, small_cohort):
     assert saved["units"] == {"angle": "rad", "force": "N", "eom_residual_rms": "dimensionless"}
     assert saved["folds"][0]["target"] == "S03"
     assert saved["share_start_s"] == 1.0  # the fade-in is used by no method
-    assert set(saved["strength"]) == {"pi_transfer", "pi_no_transfer", "full_finetune"}
+    assert set(saved["strength"]) == {"pi_transfer", "pi_no_transfer", "full_finetune",
+                                      "pi_hybrid"}
+    assert saved["labels"] == "angle" and "pi_hybrid" in METHODS  # the demo's default
     for m in METHODS:
         assert saved["methods"][m]["angle_rmse"] > 0 and saved["methods"][m]["force_rmse"] > 0
     fold = saved["folds"][0]

@@ -144,7 +144,7 @@ def test_train_then_personalise(recordings, small_cohort, tmp_path, monkeypatch,
         f.unlink()
     out = tmp_path / "S03_angles"
     assert main(some + ["--subject", "S03", "--out", str(out),
-                        "--methods", "pi_transfer,generic"]) == 0
+                        "--methods", "pi_transfer,generic,pi_hybrid"]) == 0
     assert "has no muscle-force files" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert res["force_labels"] is False
@@ -152,6 +152,11 @@ def test_train_then_personalise(recordings, small_cohort, tmp_path, monkeypatch,
         assert r["force_rmse"] is None and r["force"] is None, m
         assert np.isfinite(r["angle_rmse"]) and np.isfinite(r["eom_residual_rms"]), m
     assert "force errors cannot be scored" in (out / "results.md").read_text()
+    # pi_hybrid (the subject's model in the loop, no calibration) ran its --steps through
+    # the simulator from the files and scored its open-loop angles.
+    h = res["methods"]["pi_hybrid"]["hybrid"]
+    assert h["history"][-1]["step"] <= 10 and h["step_seconds"] > 0
+    assert len(res["strength_scales"]["pi_hybrid"]) == 5
     assert (out / "traces.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import small_cnn
 
 import jaxmsk as msk
 from jaxmsk._learn.train import (
@@ -25,13 +26,6 @@ from jaxmsk._learn.transfer import TransferConfig, run_fold
 pytestmark = pytest.mark.xdist_group("transfer")
 
 
-def small_cnn(n_in, n_out, key):
-    return msk.nn.CNN(n_in, n_out, channels=(8, 8), kernel_sizes=(4, 4), head_width=16, key=key)
-
-
-@pytest.fixture(scope="module")
-def processed(small_cohort):
-    return small_cohort.to_dataset().process()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +101,18 @@ def test_physics_terms_are_small_on_the_truth(small_cohort, segments):
     _, eom_bad, cons_bad = losses(shuffled, SubjectAdjustment.identity(5), model, emg, q, f, 0.01)
     assert float(jnp.mean(eom)) < 1e-2 * float(jnp.mean(eom_bad))
     assert float(jnp.mean(cons)) < 0.5 * float(jnp.mean(cons_bad))
+    # Activations computed once ahead (generic training: the adjustment is not trained) give
+    # the losses computed in the step, for a non-identity adjustment (delay and strengths).
+    from jaxmsk._learn.train import cached_activation
+
+    adj = SubjectAdjustment(jnp.log(jnp.array([1.2, 1.0, 0.8, 1.0, 1.1])), jnp.zeros(()),
+                            jnp.zeros(()), jnp.log(1.6))
+    act = cached_activation(adj, model, np.asarray(emg), 0.01, q.shape[1], chunk=3)
+    assert act.shape == (n, q.shape[1], 5)
+    inline = losses(shuffled, adj, model, emg, q, f, 0.01)
+    cached = losses(shuffled, adj, model, emg, q, f, 0.01, activation=jnp.asarray(act))
+    for a, b in zip(inline, cached):
+        np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
 def test_head_only_fit_with_personal_physics_and_resume(processed, small_cohort, tmp_path):

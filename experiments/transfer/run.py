@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--calibration-fit", default=None,
                    help="what calibrated_msk fits, comma-separated identify names (default "
                    "max_isometric_force; 'strength' is one F_max scale for every muscle)")
+    p.add_argument("--hybrid", default=None,
+                   help="pi_hybrid settings as comma-separated HybridConfig fields, e.g. "
+                        "'start=calibrated,force_prior=false,steps=300'")
     p.add_argument("--chunk", type=float, default=2.0, help="seconds per share chunk")
     p.add_argument("--share-start", type=float, default=1.0,
                    help="seconds into each trial where share chunks start (default 1: after "
@@ -304,32 +307,32 @@ def run_methods(generic, share, test, model, config, key, methods, say, label,
                 force_labels=True):
     """Every method on one share, as `_transfer.run_fold` does (same methods, same keys per
     method name), with a given generic network. Returns ({name: metrics}, {name: F_max
-    scales}, {name: fit info}, {name: predictor})."""
+    scales}, {name: fit info}, {name: predictor; for the model methods their CalibratedMSK
+    or HybridMSK})."""
     import jax
 
     from jaxmsk._learn.train import evaluate
-    from jaxmsk._learn.transfer import METHODS, from_scratch, personalise
+    from jaxmsk._learn.transfer import (
+        METHODS,
+        MODEL_METHODS,
+        from_scratch,
+        personalise,
+        run_model_method,
+    )
 
+    cache = {}
     keys = dict(zip(METHODS, jax.random.split(key, len(METHODS))))
     results, scales, fits, predictors = {}, {}, {}, {}
     for name in methods:
         lab = f"{label} {name}: "
         t0 = time.perf_counter()
         r = None
-        if name == "calibrated_msk":
-            from jaxmsk._learn.calibrated import calibrate, evaluate_calibrated
-
-            cal = calibrate(share, model, fit=config.calibration_fit,
-                            max_steps=config.calibration_steps,
-                            progress=lambda s, lab=lab: say(f"{lab}{s}"))
-            results[name] = evaluate_calibrated(cal, test, model)
-            d = cal.identification.diagnostics
-            results[name]["calibration"] = {k: d[k] for k in ("converged", "stalled", "message",
-                                                             "steps", "loss")}
-            scales[name] = cal.strength_scales().tolist()
-            fits[name] = {"seconds": round(time.perf_counter() - t0, 1), "steps_run": d["steps"]}
-            say(f"{lab}angle RMSE {results[name]['angle_rmse']:.4f} rad, force RMSE "
-                f"{results[name]['force_rmse']:.3f} N ({time.perf_counter() - t0:.0f} s)")
+        if name in MODEL_METHODS:
+            results[name], scales[name], info = run_model_method(
+                name, generic, share, test, model, config, keys[name],
+                force_labels=force_labels, progress=say, label=lab, cache=cache)
+            fits[name] = {k: v for k, v in info.items() if k != "hybrid"}
+            predictors[name] = info.get("hybrid", cache.get("calibrated_msk"))
             continue
         if name == "generic":
             pred = generic
@@ -381,11 +384,15 @@ def save_traces(path: Path, test, predictors) -> None:
     from jaxmsk.io._atomic import atomic_path
 
     trial = test.trials[0]
-    rf = next(iter(predictors.values())).net.receptive_field
+    nets = [p for p in predictors.values() if hasattr(p, "net")]
+    rf = nets[0].net.receptive_field if nets else 1
     arrays = {"t": trial.time()[rf - 1:], "q": trial.q[rf - 1:], "forces": trial.forces[rf - 1:],
               "trial": np.array(trial.name), "force_labels": np.array(trial.force_labels)}
     for m, pred in predictors.items():
-        q_hat, f_hat = pred(jnp.asarray(trial.emg))
+        if hasattr(pred, "net"):
+            q_hat, f_hat = pred(jnp.asarray(trial.emg))
+        else:  # a model method (CalibratedMSK, HybridMSK): simulated over the whole trial
+            q_hat, f_hat = (x[rf - 1:] for x in pred.predict(trial))
         arrays[f"q_{m}"] = np.asarray(q_hat)
         arrays[f"forces_{m}"] = np.asarray(f_hat)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -588,6 +595,28 @@ def plot_traces(path: Path, trace_files: dict, target: str, methods) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def parse_hybrid(text: str):
+    """`HybridConfig` from 'field=value,...' (values parsed as the field's type)."""
+    import dataclasses
+
+    from jaxmsk._learn.hybrid import HybridConfig
+
+    fields = {f.name: f for f in dataclasses.fields(HybridConfig)}
+    values = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in fields or not value:
+            raise SystemExit(f"run.py: --hybrid {item!r}: use field=value with fields "
+                             f"{sorted(fields)}.")
+        default = getattr(HybridConfig(), name)
+        if isinstance(default, bool):
+            values[name] = value.strip().lower() in ("1", "true", "yes")
+        else:
+            values[name] = type(default)(value.strip())
+    return HybridConfig(**values)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import jax
@@ -619,6 +648,8 @@ def main(argv=None) -> int:
     if args.calibration_fit is not None:
         overrides["calibration_fit"] = tuple(s.strip() for s in args.calibration_fit.split(",")
                                              if s.strip())
+    if args.hybrid is not None:
+        overrides["hybrid"] = parse_hybrid(args.hybrid)
     config = TransferConfig(**overrides)
 
     # Everything that changes a fold's numbers; a folder holds the runs of one protocol.
@@ -630,7 +661,8 @@ def main(argv=None) -> int:
                 "config": {k: _describe(v) for k, v in config.__dict__.items()
                            # (absent at its default, so earlier folders stay valid)
                            if not (k == "calibration_steps" and v == 20)
-                           and not (k == "calibration_fit" and v == ("max_isometric_force",))}}
+                           and not (k == "calibration_fit" and v == ("max_isometric_force",))
+                           and not (k == "hybrid" and v is None)}}
     if args.share_labels != "all":  # (absent for 'all', so earlier folders stay valid)
         protocol["share_labels"] = args.share_labels
     if args.label_noise:  # likewise absent when 0
@@ -713,10 +745,15 @@ def main(argv=None) -> int:
                                                    f"{target} {100 * s:g}%",
                                                    force_labels=args.share_labels == "all")
             save_traces(out / "traces" / f"fold_{target}_share{tag}.npz", test, preds)
-            fold["shares"][tag] = {**info, "methods": res, "fits": fits,
-                                   "strength": strength_errors(fold["true_strength_scales"],
-                                                               scales),
-                                   "seconds": round(time.perf_counter() - t1, 1)}
+            # Methods of an earlier run on this share that this run did not redo are kept.
+            prev = fold["shares"].get(tag, {})
+            fold["shares"][tag] = {
+                **info,
+                "methods": {**prev.get("methods", {}), **res},
+                "fits": {**prev.get("fits", {}), **fits},
+                "strength": {**prev.get("strength", {}),
+                             **strength_errors(fold["true_strength_scales"], scales)},
+                "seconds": round(prev.get("seconds", 0.0) + time.perf_counter() - t1, 1)}
             timing["share"].append(time.perf_counter() - t1)
             write_json(fold_path, fold)
             say(f"{target} share {tag} saved to {fold_path}")

@@ -79,19 +79,32 @@ class CalibratedMSK:
         """`predict` and whether the simulation succeeded: where it failed (non-finite
         states, a solver that stopped), it warns and the samples are the trial's first angle
         and zero force."""
-        ts = trial.time()
-        q0 = trial.q[0]
-        qdot0 = start_velocity(np.asarray(ts), np.asarray(trial.q))
-        traj = self.simulate(trial.emg, ts, q0, qdot0)
-        q, f = np.asarray(traj.q), np.asarray(traj.tendon_force)
-        ok = bool(np.isfinite(q).all() and np.isfinite(f).all())
-        if not ok:
-            warnings.warn(f"calibrated_msk: the open-loop simulation of {trial.subject}/"
-                          f"{trial.name} failed (non-finite states); its samples score as the "
-                          "trial's first angle and zero force.", RuntimeWarning, stacklevel=2)
-            q = np.where(np.isfinite(q), q, q0)
-            f = np.where(np.isfinite(f), f, 0.0)
-        return q, f, ok
+        return open_loop(self, trial, "calibrated_msk")
+
+
+def open_loop(sim, trial, method: str):
+    """(q, forces, ok) of `sim.simulate(emg, ts, q0, qdot0)` over a processed trial, from
+    its first recorded angle and the velocity of a quadratic fit; a failed run (non-finite
+    states, a solver that stopped) warns, naming `method` and the trial, and its samples are
+    the first angle and zero force."""
+    import diffrax
+
+    ts = trial.time()
+    q0 = trial.q[0]
+    qdot0 = start_velocity(np.asarray(ts), np.asarray(trial.q))
+    traj = sim.simulate(trial.emg, ts, q0, qdot0)
+    q, f = np.asarray(traj.q), np.asarray(traj.tendon_force)
+    result = getattr(traj, "result", diffrax.RESULTS.successful)
+    ok = bool(np.isfinite(q).all() and np.isfinite(f).all()
+              and result == diffrax.RESULTS.successful)
+    if not ok:
+        warnings.warn(f"{method}: the open-loop simulation of {trial.subject}/{trial.name} "
+                      "failed (non-finite states or a solver that stopped); its samples score "
+                      "as the trial's first angle and zero force.", RuntimeWarning,
+                      stacklevel=3)
+        q = np.where(np.isfinite(q), q, q0)
+        f = np.where(np.isfinite(f), f, 0.0)
+    return q, f, ok
 
 
 def calibrate(share: Dataset, model: Model, *, fit: Sequence[str] = CALIBRATED_FIT,

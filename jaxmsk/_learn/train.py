@@ -126,27 +126,62 @@ class LossWeights:
         return self.eom > 0 or self.consistency > 0
 
 
+def segment_activation(adjustment: SubjectAdjustment, model: Model, emg, dt: float,
+                       n_out: int):
+    """(segments, n_out, muscles) activations of the consistency residual: each segment's
+    sEMG envelope (segments, time, muscles), clipped at 0 and delayed by the adjustment's
+    electromechanical delay, through the adjusted model's activation dynamics
+    (`physics.emg_to_activation`), its last `n_out` samples (those the network predicts)."""
+    subject_model = adjustment.apply(model)
+    fs = 1.0 / dt
+    skip = emg.shape[1] - n_out
+    return jax.vmap(lambda e: emg_to_activation(
+        shift_in_time(e, fs, adjustment.delay), fs,
+        tau_act=subject_model.activation.tau_act,
+        tau_deact=subject_model.activation.tau_deact)[skip:])(jnp.clip(emg, 0.0, None))
+
+
+_segment_activation = eqx.filter_jit(segment_activation)
+
+
+def cached_activation(adjustment: SubjectAdjustment, model: Model, emg: np.ndarray, dt: float,
+                      n_out: int, chunk: int = 256) -> np.ndarray:
+    """`segment_activation` of every segment, computed once (in chunks of `chunk`
+    segments), for fits whose adjustment is not trained: the activation then depends on the
+    data alone, and a train step need not integrate the activation dynamics again (the
+    sequential scan over the segment's samples is most of the physics loss's cost)."""
+    out = []
+    for k in range(0, emg.shape[0], chunk):
+        part = emg[k:k + chunk]
+        if part.shape[0] < chunk and emg.shape[0] > chunk:  # one compiled shape
+            pad = np.concatenate([part, np.repeat(part[-1:], chunk - part.shape[0], 0)])
+            out.append(np.asarray(_segment_activation(adjustment, model, jnp.asarray(pad), dt,
+                                                      n_out))[:part.shape[0]])
+        else:
+            out.append(np.asarray(_segment_activation(adjustment, model, jnp.asarray(part),
+                                                      dt, n_out)))
+    return np.concatenate(out)
+
+
 def losses(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, emg, q, forces,
-           dt: float, force_data: float = 1.0):
+           dt: float, force_data: float = 1.0, activation=None):
     """Per-segment (data, eom, consistency) losses, unreduced over segments.
 
     data: mean squared standardised error of angles and (weighted by `force_data`) forces;
     eom, consistency: mean
     squared residuals of the predictions under the adjusted model (see `LossWeights`). The
     activation for the consistency residual comes from the segment's sEMG envelope, delayed
-    by the adjustment's electromechanical delay, through the model's activation dynamics."""
+    by the adjustment's electromechanical delay, through the model's activation dynamics
+    (`segment_activation`), or is given (`activation`, (segments, predictions, muscles):
+    the same values, precomputed where the adjustment is not trained)."""
     q_hat, f_hat = jax.vmap(predictor)(emg)
     std = predictor.std
     d = predictor.n_dofs
     data = _data_error(q_hat, f_hat, q, forces, std, d, force_data)
     subject_model = adjustment.apply(model)
     eom = jax.vmap(lambda a, b: equation_of_motion_residual(subject_model, a, b, dt))(q_hat, f_hat)
-    fs = 1.0 / dt
-    skip = emg.shape[1] - q_hat.shape[1]
-    act = jax.vmap(lambda e: emg_to_activation(
-        shift_in_time(e, fs, adjustment.delay), fs,
-        tau_act=subject_model.activation.tau_act,
-        tau_deact=subject_model.activation.tau_deact)[skip:])(jnp.clip(emg, 0.0, None))
+    act = (segment_activation(adjustment, model, emg, dt, q_hat.shape[1]) if activation is None
+           else activation)
     cons = jax.vmap(lambda a, b, c: muscle_consistency_residual(
         subject_model, a, b, c, dt, tendon="compliant"))(act, q_hat, f_hat)
     return data, jnp.mean(eom**2, axis=(1, 2)), jnp.mean(cons**2, axis=(1, 2))
@@ -210,10 +245,11 @@ def make_optimizer(learning_rate: float, steps: int, physical_learning_rate: flo
         lambda p: (jax.tree.map(lambda _: "net", p[0]), jax.tree.map(lambda _: "physical", p[1])))
 
 
-def loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt):
+def loss_terms(p, static, emg, q, f, model, weights: LossWeights, dt, activation=None):
     pred, adj = eqx.combine(p, static)
     if weights.physics:
-        data, eom, cons = losses(pred, adj, model, emg, q, f, dt, weights.force_data)
+        data, eom, cons = losses(pred, adj, model, emg, q, f, dt, weights.force_data,
+                                 activation)
         phys = weights.eom * jnp.mean(eom) + weights.consistency * jnp.mean(cons)
     else:
         data, phys = _data_only(pred, emg, q, f, weights.force_data), jnp.zeros(())
@@ -227,9 +263,11 @@ _total_loss = eqx.filter_jit(loss_terms)
 
 
 @eqx.filter_jit
-def train_step(p, static, state, emg, q, f, model, optim, weights, dt):
+def train_step(p, static, state, emg, q, f, model, optim, weights, dt, activation=None):
+    """One Adam step on a batch; `activation`: the batch's precomputed consistency
+    activations (`cached_activation`), for fits whose adjustment is not trained."""
     (loss, aux), g = eqx.filter_value_and_grad(loss_terms, has_aux=True)(
-        p, static, emg, q, f, model, weights, dt)
+        p, static, emg, q, f, model, weights, dt, activation)
     updates, state = optim.update(g, state, p)
     return eqx.apply_updates(p, updates), state, loss, aux
 
@@ -267,11 +305,20 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
     optim = make_optimizer(learning_rate, steps, physical_learning_rate)
     opt_state = optim.init(params)
 
-    def step(p, state, emg, q, f):
-        return train_step(p, static, state, emg, q, f, model, optim, weights, dt)
+    # Without trained physical parameters the consistency residual's activations depend on
+    # the data alone: integrated once here, not in every step (see `cached_activation`).
+    cache = weights.consistency > 0 and not train_physical
+    n_out = train.q.shape[1]
+    train_act = val_act = None
+    if cache:
+        train_act = cached_activation(adjustment, model, train.emg, dt, n_out)
+        val_act = jnp.asarray(cached_activation(adjustment, model, val.emg, dt, val.q.shape[1]))
+
+    def step(p, state, emg, q, f, act):
+        return train_step(p, static, state, emg, q, f, model, optim, weights, dt, act)
 
     def evaluate(p, emg, q, f):
-        return _total_loss(p, static, emg, q, f, model, weights, dt)
+        return _total_loss(p, static, emg, q, f, model, weights, dt, val_act)
 
     start, best_params = 0, params
     stopping = EarlyStopping(1, patience)
@@ -289,9 +336,10 @@ def fit(predictor: Predictor, adjustment: SubjectAdjustment, model: Model, train
     vemg, vq, vf = (jnp.asarray(x) for x in (val.emg, val.q, val.forces))
     for i in range(start, steps):
         idx = rng.integers(0, len(train), batch_size)
-        params, opt_state, loss, (data, phys) = step(params, opt_state, jnp.asarray(train.emg[idx]),
-                                                     jnp.asarray(train.q[idx]),
-                                                     jnp.asarray(train.forces[idx]))
+        params, opt_state, loss, (data, phys) = step(
+            params, opt_state, jnp.asarray(train.emg[idx]), jnp.asarray(train.q[idx]),
+            jnp.asarray(train.forces[idx]), None if train_act is None
+            else jnp.asarray(train_act[idx]))
         if (i + 1) % eval_every == 0 or i + 1 == steps:
             vloss, (vdata, vphys) = evaluate(params, vemg, vq, vf)
             _, improved, stopped = stopping.record(i + 1, loss, data, phys, vloss, vdata, vphys)

@@ -45,8 +45,12 @@ UNLABELLED_FORCE_SD = 0.1
 DEFAULT_METHODS = ("pi_transfer", "generic", "target_only", "transfer_no_physics",
                    "pi_no_transfer", "full_finetune")
 # Every method: also "calibrated_msk", the EMG-driven model calibrated by `identify` on the
-# share and simulated open loop (`_learn/calibrated.py`; minutes per subject on a CPU).
-METHODS = (*DEFAULT_METHODS, "calibrated_msk")
+# share and simulated open loop (`_learn/calibrated.py`; minutes per subject on a CPU), and
+# "pi_hybrid", that model driven by network-corrected excitations fitted through the
+# simulator (`_learn/hybrid.py`).
+METHODS = (*DEFAULT_METHODS, "calibrated_msk", "pi_hybrid")
+# The methods whose predictor is the subject's simulated model (no network output).
+MODEL_METHODS = ("calibrated_msk", "pi_hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,7 @@ class TransferConfig:
         calibration_steps, calibration_fit: Levenberg–Marquardt steps of `calibrated_msk`'s
             `identify`, and what it fits (`identify`'s names; "strength" is one F_max scale
             shared by every muscle).
+        hybrid: `HybridConfig` of `pi_hybrid` (default `HybridConfig()`).
     """
 
     network: Callable | None = None
@@ -92,6 +97,11 @@ class TransferConfig:
     validation_fraction: float = 0.2
     calibration_steps: int = 20
     calibration_fit: tuple[str, ...] = ("max_isometric_force",)
+    hybrid: object = None
+
+    def hybrid_config(self):
+        from .hybrid import HybridConfig
+        return HybridConfig() if self.hybrid is None else self.hybrid
 
     def make_network(self, n_inputs: int, n_outputs: int, key):
         if self.network is not None:
@@ -271,7 +281,9 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
     one). Needs no source data. `force_labels=False`: every method ignores the share's
     muscle forces (see `personalise`); `test` keeps them for evaluation. Returns
     {"methods": {name: metrics}, "predictors": {name: Predictor}, "adjustments":
-    {name: SubjectAdjustment} (physics-informed methods), "calibrated": {name: CalibratedMSK},
+    {name: SubjectAdjustment} (physics-informed methods), "calibrated": {"calibrated_msk":
+    the `CalibratedMSK` (also when only pi_hybrid ran with `HybridConfig(start=
+    "calibrated")`: its calibration), "pi_hybrid": the `HybridMSK`},
     "strength_scales": {name: exp(log_strength)}}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -282,22 +294,13 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
     for name in methods:
         tag = f"{label}{name}: "
         adjustment = None
-        if name == "calibrated_msk":
-            from .calibrated import calibrate, evaluate_calibrated
-
-            say(f"{tag}identify on the share's sEMG and angles "
-                f"({config.calibration_steps} steps at most) ...")
-            cal = calibrate(share, model, fit=config.calibration_fit,
-                            max_steps=config.calibration_steps,
-                            progress=lambda s, tag=tag: say(f"{tag}{s}"))
-            calibrated[name] = cal
-            results[name] = evaluate_calibrated(cal, test, model)
-            results[name]["calibration"] = {
-                k: cal.identification.diagnostics[k]
-                for k in ("converged", "stalled", "message", "steps", "loss")}
-            extra[name] = cal.strength_scales().tolist()
-            say(f"{tag}angle RMSE {results[name]['angle_rmse']:.4f} rad"
-                + (f", force RMSE {results[name]['force_rmse']:.3f} N" if force_labels else ""))
+        if name in MODEL_METHODS:
+            metrics, scales, info = run_model_method(
+                name, generic, share, test, model, config, keys[name], force_labels=force_labels,
+                progress=say, label=tag, cache=calibrated, show_force=force_labels)
+            results[name], extra[name] = metrics, scales
+            if name == "pi_hybrid":
+                calibrated[name] = info["hybrid"]
             continue
         if name == "generic":
             pred = generic
@@ -331,6 +334,71 @@ def compare_methods(generic: Predictor, share: Dataset, test: Dataset, model: Mo
             "strength_scales": extra, "calibrated": calibrated}
 
 
+def run_model_method(name: str, generic, share: Dataset, test: Dataset, model: Model,
+                     config: TransferConfig, key, *, force_labels: bool = True, progress=None,
+                     label: str = "", cache: dict | None = None, show_force: bool = True
+                     ) -> tuple[dict, list, dict]:
+    """One of `MODEL_METHODS` on a subject's share, scored on `test`: "calibrated_msk"
+    (`calibrate`, then open-loop simulation) or "pi_hybrid" (`personalise_hybrid` from the
+    generic model, or with `HybridConfig(start="calibrated")` from that calibration). A
+    calibration already in `cache["calibrated_msk"]` is reused, and a new one is stored
+    there. Returns (metrics as `evaluate_calibrated`, per-muscle F_max
+    scales relative to `model`, info: {"seconds", "steps_run", and for pi_hybrid
+    "hybrid" (the `HybridMSK`), "step_seconds", "best_step"}). `show_force`: the progress
+    line names the force RMSE (False where the test forces are placeholders)."""
+    import time
+
+    from .calibrated import calibrate, evaluate_calibrated
+
+    say = progress or (lambda s: None)
+    cache = {} if cache is None else cache
+    t0 = time.perf_counter()
+    hybrid_start = config.hybrid_config().start if name == "pi_hybrid" else "calibrated"
+    cal = cache.get("calibrated_msk")
+    if hybrid_start == "generic":
+        from .._identify.problem import EMGExcitation
+        from .calibrated import CalibratedMSK
+
+        cal = CalibratedMSK(model, EMGExcitation())
+    elif cal is None:
+        say(f"{label}identify on the share's sEMG and angles "
+            f"({config.calibration_steps} steps at most) ...")
+        cal = calibrate(share, model, fit=config.calibration_fit,
+                        max_steps=config.calibration_steps,
+                        progress=lambda s: say(f"{label}{s}"))
+        cache["calibrated_msk"] = cal
+    calibration = None if cal.identification is None else {
+        k: cal.identification.diagnostics[k]
+        for k in ("converged", "stalled", "message", "steps", "loss")}
+    if name == "calibrated_msk":
+        metrics = evaluate_calibrated(cal, test, model)
+        metrics["calibration"] = calibration
+        scales = cal.strength_scales().tolist()
+        info = {"steps_run": calibration["steps"]}
+    elif name == "pi_hybrid":
+        from .hybrid import personalise_hybrid
+
+        r = personalise_hybrid(cal, generic, share, config.hybrid_config(), key=key,
+                               force_labels=force_labels, progress=say, label=label)
+        metrics = evaluate_calibrated(r.hybrid, test, model)
+        if calibration is not None:
+            metrics["calibration"] = calibration
+        metrics["hybrid"] = {"best_step": r.best_step, "step_seconds": r.step_seconds,
+                             "first_step_seconds": r.first_step_seconds,
+                             "segments": r.n_segments, "history": r.history}
+        scales = r.hybrid.strength_scales(cal.strength_scales()).tolist()
+        info = {"hybrid": r.hybrid, "step_seconds": round(r.step_seconds, 4),
+                "best_step": r.best_step,
+                "steps_run": r.history[-1]["step"] if r.history else 0}
+    else:
+        raise ValueError(f"run_model_method: {name!r} is not one of {MODEL_METHODS}.")
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    say(f"{label}angle RMSE {metrics['angle_rmse']:.4f} rad"
+        + (f", force RMSE {metrics['force_rmse']:.3f} N" if show_force else "")
+        + f" ({info['seconds']:.0f} s)")
+    return metrics, scales, info
+
+
 def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig, key, *,
              share_fraction: float | None = 0.2, share_trials: int | None = None,
              share_start: float = 0.0, methods=DEFAULT_METHODS, force_labels: bool = True,
@@ -354,7 +422,8 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
 
     Returns {"target", "share_trials", "test_trials" (trial names), "methods": {name:
     `evaluate` metrics (angle rad, force N)}, "strength_scales": exp(log_strength) of the
-    physics-informed personalisations, "generic_predictor", "predictors", "test"}."""
+    physics-informed personalisations, "generic_predictor", "predictors", "models" (the
+    model methods' CalibratedMSK / HybridMSK, see `compare_methods`), "test"}."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}.")
@@ -374,7 +443,7 @@ def run_fold(dataset: Dataset, target: str, model: Model, config: TransferConfig
     return {"target": target, "share_trials": [t.name for t in share.trials],
             "test_trials": [t.name for t in test.trials], "methods": out["methods"],
             "strength_scales": out["strength_scales"], "generic_predictor": generic,
-            "predictors": out["predictors"], "test": test}
+            "predictors": out["predictors"], "models": out["calibrated"], "test": test}
 
 
 def drop_start(data: Dataset, seconds: float) -> Dataset:
@@ -393,5 +462,5 @@ def drop_start(data: Dataset, seconds: float) -> Dataset:
     return Dataset(tuple(out))
 
 
-__all__ = ["METHODS", "DEFAULT_METHODS", "TransferConfig", "train", "personalise",
-           "from_scratch", "compare_methods", "run_fold"]
+__all__ = ["METHODS", "DEFAULT_METHODS", "MODEL_METHODS", "TransferConfig", "train",
+           "personalise", "from_scratch", "compare_methods", "run_model_method", "run_fold"]

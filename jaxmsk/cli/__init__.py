@@ -11,7 +11,7 @@ def _demo(args) -> int:
     from .demo import run_demo
 
     return run_command("demo", args, run_demo, n_subjects=args.subjects, folds=args.folds,
-                       seed=args.seed, overwrite=args.overwrite)
+                       seed=args.seed, labels=args.labels, overwrite=args.overwrite)
 
 
 def _cohort(args) -> int:
@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--subjects", type=int, default=5, help="subjects in the cohort")
     demo.add_argument("--folds", type=int, default=1,
                       help="held-out subjects (leave-one-subject-out folds) to run")
+    demo.add_argument("--labels", choices=("angle", "all"), default="angle",
+                      help="labels the methods may use from the held-out subject's share: "
+                           "'angle' (default: joint angles only, as for a real new subject) "
+                           "or 'all' (angles and muscle forces)")
     _common(demo, "folder for results.json, results.md and plots", out_default="jaxmsk-demo")
     demo.set_defaults(func=_demo)
     train = sub.add_parser(
@@ -108,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
                       "(joint angles, and muscle forces where files exist) or 'angle' only, as "
                       "for a real subject; forces are scored on the test part wherever files "
                       "exist")
-    pers.add_argument("--steps", type=int, help="optimiser steps per method (default 400)")
+    pers.add_argument("--steps", type=int, help="optimiser steps per method (default 400 for "
+                      "the networks, 150 for pi_hybrid)")
     pers.add_argument("--batch-size", type=int, default=32, help="segments per step")
     pers.add_argument("--methods", default="all",
                       help="'all' or a comma-separated subset of pi_transfer, generic, "
                       "target_only, transfer_no_physics, pi_no_transfer, full_finetune, "
                       "calibrated_msk (the EMG-driven model calibrated by identify on the "
-                      "share, simulated open loop; minutes on a CPU)")
+                      "share, simulated open loop; minutes on a CPU), pi_hybrid (the "
+                      "subject's model driven by network-corrected sEMG, fitted through the "
+                      "simulator)")
     _common(pers, "output folder: results.json, results.md, traces.png, personalised.eqx")
     pers.set_defaults(func=_personalise)
     cohort = sub.add_parser(

@@ -28,12 +28,15 @@ import jax
 import numpy as np
 
 from .. import models
-from .._learn.transfer import METHODS, TransferConfig, run_fold
+from .._learn.transfer import DEFAULT_METHODS, METHODS, TransferConfig, run_fold
 from ..cohort import synthetic_cohort
 from ..cohort._protocols import FADE_IN_S
 from ..io._atomic import atomic_write_text
 
 DEMO_CONFIG = TransferConfig(generic_steps=1000, personal_steps=300, eval_every=100)
+# The network methods and pi_hybrid, the subject's model in the loop (about 40 s per fold on
+# 2 CPU cores); calibrated_msk (minutes per fold) only in the study.
+DEMO_METHODS = (*DEFAULT_METHODS, "pi_hybrid")
 METRICS = ("angle_rmse", "force_rmse", "angle_nrmse", "force_nrmse", "angle_r2", "force_r2",
            "angle_pearson_r", "force_pearson_r", "eom_residual_rms")
 
@@ -78,7 +81,11 @@ def _markdown(results: dict) -> str:
              f"the first {100 * results['share_fraction']:.0f} % of each of the held-out "
              f"subject's trials after their first {results.get('share_start_s', 0):g} s "
              "(the protocols' fade-in from rest, used by no method); the metrics are over "
-             "the rest of them.", "",
+             "the rest of them. "
+             + ("The methods saw only the joint angles of that share (no force labels, as "
+                "for a real new subject); the test forces score them."
+                if results.get("labels") == "angle" else
+                "The methods saw the share's joint angles and muscle forces."), "",
              "| method | angle RMSE (rad) | force RMSE (N) | angle R² | force R² "
              "| EoM residual RMS |",
              "|---|---|---|---|---|---|"]
@@ -122,10 +129,14 @@ def _plots(out: Path, cohort, dataset, fold: dict, results: dict, overwrite: boo
     axes[0].plot(t, trial.q[rf - 1:, 0], "k", lw=2, label="true")
     flexor = int(np.argmax(np.ptp(trial.forces, axis=0)))
     axes[1].plot(t, trial.forces[rf - 1:, flexor], "k", lw=2, label="true")
-    for i, m in enumerate(("pi_transfer", "generic", "target_only", "transfer_no_physics")):
-        if m not in fold["predictors"]:
+    for i, m in enumerate(("pi_transfer", "generic", "target_only", "transfer_no_physics",
+                           "pi_hybrid")):
+        if m in fold["predictors"]:
+            q_hat, f_hat = fold["predictors"][m](jax.numpy.asarray(trial.emg))
+        elif m in fold.get("models", {}):  # simulated over the whole trial
+            q_hat, f_hat = (x[rf - 1:] for x in fold["models"][m].predict(trial))
+        else:
             continue
-        q_hat, f_hat = fold["predictors"][m](jax.numpy.asarray(trial.emg))
         axes[0].plot(t, np.asarray(q_hat)[:, 0], color=f"C{i}", lw=1, label=m)
         axes[1].plot(t, np.asarray(f_hat)[:, flexor], color=f"C{i}", lw=1, label=m)
     axes[0].set_ylabel("wrist angle (rad)")
@@ -146,11 +157,17 @@ def _plots(out: Path, cohort, dataset, fold: dict, results: dict, overwrite: boo
 def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int = 2,
              duration: float = 10.0, seed: int = 0, share_fraction: float = 0.2,
              share_start: float = FADE_IN_S, config: TransferConfig = DEMO_CONFIG,
+             labels: str = "angle", methods=DEMO_METHODS,
              overwrite: bool = False, progress: Callable[[str], None] = print) -> dict:
     """Run the reduced experiment and write `results.json`, `results.md`, `errors.png` and
-    `traces.png` into `out`. Returns the results dictionary."""
+    `traces.png` into `out`. Returns the results dictionary. `labels="angle"` (default):
+    the methods see only the share's joint angles, as for a new subject whose muscle forces
+    cannot be measured (the test part's forces still score them); "all": angles and
+    forces."""
     if not 1 <= folds <= n_subjects - 1:
         raise ValueError(f"folds={folds}: between 1 and n_subjects - 1 = {n_subjects - 1}.")
+    if labels not in ("all", "angle"):
+        raise ValueError(f"--labels {labels!r}: give 'all' or 'angle'.")
     started = time.perf_counter()
     key = jax.random.key(seed)
     k_cohort, k_folds = jax.random.split(key)
@@ -167,15 +184,17 @@ def run_demo(out: Path, *, n_subjects: int = 5, folds: int = 1, repetitions: int
         fold_results.append(run_fold(dataset, target, wrist, config,
                                      jax.random.fold_in(k_folds, i),
                                      share_fraction=share_fraction, share_start=share_start,
+                                     methods=methods, force_labels=labels == "all",
                                      progress=progress))
     results = {
         "methods": aggregate(fold_results),
         "strength": _strength(cohort, fold_results),
         "folds": [{k: v for k, v in f.items()
-                   if k not in ("predictors", "generic_predictor", "test")}
+                   if k not in ("predictors", "generic_predictor", "models", "test")}
                   for f in fold_results],
         "share_fraction": share_fraction,
         "share_start_s": share_start,
+        "labels": labels,
         "cohort": {"subjects": n_subjects, "trials_per_subject": cohort.n_trials,
                    "duration_s": duration, "seed": seed, "checks": cohort.metadata["checks"]},
         "config": {k: (v if isinstance(v, (int, float, str)) else repr(v))

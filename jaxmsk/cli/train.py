@@ -43,7 +43,7 @@ from .._learn import checkpoint
 from .._learn.checkpoint import GENERIC_FILE, PERSONALISED_FILE, load_predictor, save_predictor
 from .._learn.recordings import load_data
 from .._learn.train import evaluate_segments, predict, recorded_residual_rms
-from .._learn.transfer import METHODS, TransferConfig, compare_methods, train
+from .._learn.transfer import METHODS, MODEL_METHODS, TransferConfig, compare_methods, train
 from ..data._dataset import Dataset, Trial
 from .report import config_json, device_name, pyplot, save_figure, write_results
 
@@ -160,27 +160,35 @@ def _personalise_markdown(r: dict) -> str:
 
 
 def _traces(path: Path, trial: Trial, predictors: dict, overwrite: bool,
-            force_truth: bool = True) -> str:
+            force_truth: bool = True, simulated: dict | None = None, rf: int = 1) -> str:
     """Every output of one test trial: measured against each method's prediction (forces
-    without a measured line when the subject has no force labels)."""
+    without a measured line when the subject has no force labels). `simulated`: the model
+    methods ({name: CalibratedMSK or HybridMSK}), simulated open loop over the whole trial
+    and drawn over the networks' span."""
     plt = pyplot()
-    rf = next(iter(predictors.values())).net.receptive_field
+    if predictors:
+        rf = next(iter(predictors.values())).net.receptive_field
     t = trial.time()[rf - 1:]
     truth = np.concatenate([trial.q, trial.forces], axis=1)[rf - 1:]
     names = ([f"{c} (rad)" for c in trial.coordinate_labels]
              + [f"{m} force (N)" for m in trial.force_labels])
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.6 * len(names) + 1), sharex=True,
                              constrained_layout=True, squeeze=False)
-    for i, (method, pred) in enumerate(predictors.items()):
+    outputs = {}
+    for method, pred in predictors.items():
         q_hat, f_hat = predict(pred, jnp.asarray(trial.emg))
-        y = np.concatenate([np.asarray(q_hat), np.asarray(f_hat)], axis=1)
+        outputs[method] = np.concatenate([np.asarray(q_hat), np.asarray(f_hat)], axis=1)
+    for method, sim in (simulated or {}).items():
+        q_hat, f_hat = sim.predict(trial)
+        outputs[method] = np.concatenate([q_hat, f_hat], axis=1)[rf - 1:]
+    for i, (method, y) in enumerate(outputs.items()):
         for j, ax in enumerate(axes[:, 0]):
             ax.plot(t, y[:, j], color=f"C{i}", lw=1, label=method)
     for j, ax in enumerate(axes[:, 0]):
         if force_truth or j < trial.q.shape[1]:
             ax.plot(t, truth[:, j], "k", lw=1.5, label="measured")
         ax.set_ylabel(names[j], fontsize=8)
-    axes[0, 0].legend(fontsize=7, ncol=len(predictors) + 1, loc="upper right")
+    axes[0, 0].legend(fontsize=7, ncol=len(outputs) + 1, loc="upper right")
     axes[-1, 0].set_xlabel("time (s) from the start of the evaluated part")
     fig.suptitle(f"subject {trial.subject}, trial {trial.name}: predictions vs measurements")
     return save_figure(fig, path, overwrite=overwrite)
@@ -294,6 +302,9 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str | None
     config = _budget(TransferConfig(network=checkpoint.network_builder(meta["network"]),
                                     segment_length=meta["segment_length"]),
                      personal_steps=steps, batch_size=batch_size)
+    if steps is not None:  # pi_hybrid's optimiser steps too
+        config = dataclasses.replace(config, hybrid=dataclasses.replace(
+            config.hybrid_config(), steps=steps, eval_every=min(10, steps)))
     generic_folder = Path(generic) if Path(generic).is_dir() else Path(generic).parent
     if out.resolve() == generic_folder.resolve():
         raise ValueError(f"--out {out} is the generic network's folder; choose another --out "
@@ -332,8 +343,11 @@ def run_personalise(out: Path, *, data, subject: str, generic, model: str | None
         files.append(save_predictor(out / PERSONALISED_FILE, fold["predictors"]["pi_transfer"],
                                     fold["adjustments"]["pi_transfer"], personal,
                                     overwrite=overwrite))
+    simulated = {m: fold["calibrated"][m] for m in MODEL_METHODS
+                 if m in chosen and m in fold["calibrated"]}
     files.append(_traces(out / "traces.png", test.trials[0], fold["predictors"], overwrite,
-                         force_truth=has_forces))
+                         force_truth=has_forces, simulated=simulated,
+                         rf=predictor.net.receptive_field))
     scored = {m: _labelled(v, mdl) if has_forces else _without_forces(v, mdl)
               for m, v in fold["methods"].items()}
     results = {
