@@ -146,3 +146,14 @@ def test_pi_hybrid_is_a_method(processed, small_cohort, generic):
     assert runs[1]["methods"]["pi_hybrid"]["angle_rmse"] == r["angle_rmse"]
     with pytest.raises(ValueError, match="start"):
         HybridConfig(start="nominal")
+
+
+def test_failed_training_segments_warn(small_cohort, processed, generic):
+    """A segment whose integration stops (here: 3 solver steps allowed) is left out of the
+    loss, counted in the history and warned about, not silently trained on."""
+    share = Dataset(processed.trials[:1]).share(None, fraction=0.5)[0]
+    cal = CalibratedMSK(small_cohort.model, EMGExcitation())
+    config = HybridConfig(steps=2, eval_every=1, max_steps=3, segment_seconds=0.5)
+    with pytest.warns(RuntimeWarning, match="simulation of some segments failed"):
+        r = personalise_hybrid(cal, generic, share, config, key=jax.random.key(0))
+    assert all(h["failed_segments"] > 0 for h in r.history[1:])

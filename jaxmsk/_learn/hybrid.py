@@ -72,6 +72,8 @@ class HybridConfig:
             rad); the generic network's forces for that subject are 3.11 N off.
         rtol, atol: integration tolerances in training (test trials are simulated at rtol
             1e-6).
+        max_steps: solver steps per training segment; a segment that needs more fails, is
+            left out of the loss at that step, and `personalise_hybrid` warns.
         validation_fraction: the end of each share trial held out for early stopping.
         start: "generic": start from the generic model (F_max scales 1, the EMG model at
             its pass-through defaults; the strength log-scales are regularised toward it);
@@ -92,6 +94,7 @@ class HybridConfig:
     force_prior: bool = False
     rtol: float = 1e-5
     atol: float = 1e-7
+    max_steps: int = 20_000
     validation_fraction: float = 0.2
     start: str = "generic"
 
@@ -145,10 +148,14 @@ class HybridMSK(eqx.Module):
     def excitation(self, ts, emg):
         """u (time, muscles): the EMG model on the envelopes clipped to [0, 1], times the
         correction computed from the envelopes as given (as the features were trained)."""
+        return self.excitation_and_correction(ts, emg)[0]
+
+    def excitation_and_correction(self, ts, emg):
+        """(u, c), both (time, muscles): `excitation` and the correction it applied."""
         emg = jnp.asarray(emg)
+        c = self.correction(emg)
         e = self.emg_model(ts, jnp.clip(emg, 0.0, 1.0))
-        u = e * jnp.exp(self.correction(emg))
-        return jnp.clip(u, self.emg_model.minimum, 1.0)
+        return jnp.clip(e * jnp.exp(c), self.emg_model.minimum, 1.0), c
 
     def strength_scales(self, calibrated_scales=None) -> np.ndarray:
         s = np.exp(np.asarray(self.log_strength))
@@ -283,14 +290,14 @@ def personalise_hybrid(calibrated: CalibratedMSK, generic, share: Dataset,
     def loss_fn(trainable, batch, regularise=True):
         h = eqx.combine(trainable, frozen)
         m = h.subject_model()
-        c = jax.vmap(h.correction)(emg)  # for the penalty (XLA shares it with `excitation`)
-        u_all = jax.vmap(h.excitation)(ts_all, emg)  # what the test trials are driven by
+        # What the test trials are driven by, and the correction for its penalty.
+        u_all, c = jax.vmap(h.excitation_and_correction)(ts_all, emg)
         u = u_all[batch["trial"][:, None], batch["index"]]
 
         def one(ts, u_, q0, qdot0):
             y0 = m.initial_state(q0, qdot0, u_[0])
             sol = integrate(m, y0, ts, u_, solver="explicit", rtol=config.rtol,
-                            atol=config.atol, max_steps=20_000, throw=False)
+                            atol=config.atol, max_steps=config.max_steps, throw=False)
             out = jax.vmap(m.outputs)(sol.ys)
             return sol.ys.q, out.tendon_force, sol.result == diffrax.RESULTS.successful
 
