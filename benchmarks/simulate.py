@@ -27,6 +27,18 @@ stability interval is longer. `stabilized` (`jaxmsk.StabilizedRK3`, 5 evaluation
 is stable on [−10.08, 0] of the real axis, where arm26's stiff tendon-force modes lie: 2.0
 per evaluation against Bosh3's 0.84.
 
+Across processes and devices (JAX's distributed runtime, `jaxmsk.distributed`):
+
+    python -m jaxmsk.launch -n 2 --devices-per-process 2 -- \
+        python -m benchmarks.simulate --distributed --batch 64
+
+simulates one batch of arm26 split over every device of every process
+(`jaxmsk.distributed.simulate_batch`), times it (compilation apart), checks it against the
+same batch simulated in one process on one device in the same chunks (`--chunk`), and
+prints on its last line
+`distributed: processes=P devices=D batch=B max_abs_diff_vs_single=X` (X: the largest
+difference in any coordinate, rad). OpenSim and MuJoCo are not run in this mode.
+
 Needs opensim, osim-rl (`pip install --no-deps osim-rl==3.0.11`), mujoco and myo_sim.
 Prints a markdown table naming the device and writes benchmarks/results/simulate.json.
 """
@@ -95,6 +107,77 @@ def _mujoco_seconds(repeats=5):
     return statistics.median(times), n_steps, m.opt.timestep
 
 
+def distributed(args) -> int:
+    """--distributed: one arm26 batch over every device of every process, against one
+    device."""
+    if args.cpu_devices > 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
+                                   f"_device_count={args.cpu_devices}").strip()
+    from jaxmsk import distributed as dist
+
+    where = dist.initialize() if ("JAX_COORDINATOR_ADDRESS" in os.environ
+                                  or "SLURM_JOB_ID" in os.environ) else None
+    import jax
+
+    jax.config.update("jax_enable_x64", args.dtype == "float64")
+    from jax.experimental import multihost_utils
+
+    import jaxmsk as msk
+    from tests.helpers import arm26_dgf_osim
+
+    where = where or dist.info()
+    solver = {"tsit5": "explicit", "kvaerno5": "stiff", "stabilized": "stabilized"}.get(
+        args.solver)
+    if solver is None:
+        import diffrax
+
+        solver = diffrax.Bosh3()
+    rtol, atol = args.rtol, args.rtol * 1e-2
+    with tempfile.TemporaryDirectory() as tmp:
+        model = msk.load_osim(arm26_dgf_osim(os.path.join(tmp, "arm26_dgf.osim")))
+    ts = np.linspace(0.0, 1.0, 101)
+    q0 = np.array([0.3, 0.8])
+    rng = np.random.default_rng(0)  # the same batch in every process
+    excs = np.stack([_excitation(ts, model.n_muscles, rng) for _ in range(args.batch)])
+    kw = dict(solver=solver, rtol=rtol, atol=atol)
+    t0 = time.perf_counter()
+    kw_split = dict(kw, chunk=args.chunk)
+    out = dist.simulate_batch(model, excs, ts, q0=q0, **kw_split)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = dist.simulate_batch(model, excs, ts, q0=q0, **kw_split)  # gathered: blocks
+        times.append(time.perf_counter() - t0)
+    steady = statistics.median(times)
+    failed = int(np.sum(out.result != 0))
+    # The reference: the same batch in this process alone, on its first device, in the same
+    # chunks; and, for comparison, in one vmap of the whole batch.
+    one = dist.batch_mesh(jax.local_devices()[:1])
+    ref = dist.simulate_batch(model, excs, ts, q0=q0, mesh=one, chunk=args.chunk, **kw).q
+    diff = float(np.max(np.abs(ref - out.q)))
+    wide = dist.simulate_batch(model, excs, ts, q0=q0, mesh=one, **kw).q
+    diff_wide = float(np.max(np.abs(wide - out.q)))
+    worst = float(np.max(np.asarray(multihost_utils.process_allgather(np.array([diff])))
+                         if where.process_count > 1 else diff))
+    device = jax.devices()[0]
+    name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    print(f"process {where.process_index}: {where.local_device_count} local device(s); "
+          f"batch {args.batch} over {where.device_count}: {steady * 1e3:.1f} ms steady "
+          f"(first call {first:.1f} s, compilation included), {failed} failed; "
+          f"max |Δq| vs one device here {diff:.2e} rad (same chunks of {args.chunk}), "
+          f"{diff_wide:.2e} rad (the whole batch in one vmap)", flush=True)
+    if where.process_count > 1:
+        multihost_utils.sync_global_devices("benchmarks.simulate: printed")
+    if where.process_index == 0:
+        time.sleep(0.2)  # (the other processes' lines first)
+        print(f"# arm26, {name}, {args.dtype}, solver {args.solver}, rtol {rtol:g}, 1 s; "
+              f"{args.batch / steady:.3g} trajectories/s over {where.device_count} devices")
+        print(f"distributed: processes={where.process_count} devices={where.device_count} "
+              f"batch={args.batch} max_abs_diff_vs_single={worst:.3g}", flush=True)
+    return 0 if failed == 0 else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,7 +197,16 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="arm26,wrist")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "simulate.json")
+    ap.add_argument("--distributed", action="store_true",
+                    help="join the processes started by `python -m jaxmsk.launch` or a cluster "
+                         "manager (jax.distributed) and split one batch over all their devices")
+    ap.add_argument("--batch", type=int, default=64, help="batch size of --distributed")
+    ap.add_argument("--chunk", type=int, default=8,
+                    help="--distributed: trajectories per vmap on a device (a fixed chunk makes "
+                         "the result independent of the number of devices)")
     args = ap.parse_args(argv)
+    if args.distributed:
+        return distributed(args)
     if args.cpu_devices > 1:  # before JAX starts its CPU backend; no effect on accelerators
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
                                    f"_device_count={args.cpu_devices}").strip()
