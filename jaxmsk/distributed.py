@@ -182,8 +182,9 @@ def simulate_batch(model, excitation, ts, *, q0, qdot0=None,
             here, so a run that fails is marked in `result` instead of raising in one device.
 
     Returns:
-        The `SimulationResult` of the whole batch (leaves with a leading batch axis; `result`
+        The `Trajectory` of the whole batch (leaves with a leading batch axis; `result`
         as the integer diffrax result codes, 0 = success), as NumPy arrays on every process.
+        Trajectories whose solver stopped are listed in a RuntimeWarning.
         A batch that does not divide among the devices (times `chunk`) is padded by
         repeating its last trajectory; the padding is dropped.
     """
@@ -258,7 +259,18 @@ def simulate_batch(model, excitation, ts, *, q0, qdot0=None,
     arrays = jax.tree.map(lambda x: _replicated(x, mesh), arrays)
     g = [_global(x.astype(dtype), mesh) for x in (excitation, q0, qdot0)]
     out = gather(fn(arrays, *g))
-    return jax.tree.map(lambda x: x[:n] if np.ndim(x) and x.shape[0] == n + pad else x, out)
+    out = jax.tree.map(lambda x: x[:n] if np.ndim(x) and x.shape[0] == n + pad else x, out)
+    failed = np.flatnonzero(np.asarray(out.result) != 0)
+    if failed.size:
+        import warnings
+
+        warnings.warn(f"simulate_batch: {failed.size} of {n} simulations stopped before "
+                      f"ts[-1] (trajectories {failed[:10].tolist()}"
+                      f"{' ...' if failed.size > 10 else ''}; diffrax result codes in "
+                      "`result`); their states after the stop are not a solution. Raise "
+                      "max_steps or change the solver/tolerances.", RuntimeWarning,
+                      stacklevel=2)
+    return out
 
 
 def my_items(items: Sequence) -> list:

@@ -30,6 +30,16 @@ def test_simulate_batch_matches_vmap_with_padding_and_chunks():
         dist.simulate_batch(model, excs, ts, q0=q0, chunk=0)
 
 
+def test_simulate_batch_warns_about_stopped_simulations():
+    model = msk.models.wrist()
+    ts = np.linspace(0.0, 0.3, 31)
+    excs = np.full((2, 31, model.n_muscles), 0.3)
+    with pytest.warns(RuntimeWarning, match="2 of 2 simulations stopped"):
+        out = dist.simulate_batch(model, excs, ts, q0=np.zeros(1), solver="explicit",
+                                  max_steps=2)
+    assert np.all(out.result != 0)
+
+
 def test_items_and_objects_in_one_process():
     assert dist.my_items([1, 2, 3]) == [1, 2, 3]
     assert dist.gather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
