@@ -2,12 +2,25 @@
 
 For the built-in wrist and arm26, the gradient of a tracking loss with respect to all
 excitations (10,001 × n_muscles) and every model parameter is taken through `simulate`
-with its default checkpointed adjoint. Each case runs in a fresh subprocess; the figure
-reported is the process's peak resident memory (ru_maxrss) minus its peak just before the
-call (after imports, model loading and compilation), and the same for 1 s at 1 kHz to show
-how memory grows with duration.
+with each of diffrax's reverse-mode adjoints:
 
-    python -m benchmarks.memory [--solver explicit|stiff]
+- `recursive`: `RecursiveCheckpointAdjoint()` (simulate's default; diffrax picks the number
+  of checkpoints from `max_steps`, binomial checkpointing);
+- `recursive-K`: `RecursiveCheckpointAdjoint(checkpoints=K)`, K chosen;
+- `backsolve`: `BacksolveAdjoint()` (the continuous adjoint ODE solved backwards: memory
+  independent of the number of steps, gradients only as accurate as that backward solve).
+  In diffrax 0.7.2 it fails when the model is part of the ODE term (simulate's bound
+  `model.vector_field`), so this row solves the same problem with `diffrax.diffeqsolve`
+  directly, the model's arrays passed as `args`.
+
+Each case runs in a fresh subprocess; the figure reported is the process's peak resident
+memory (ru_maxrss) minus its peak just before the call (after imports, model loading and
+compilation), for 10 s and for 1 s at 1 kHz to show how memory grows with duration. The
+gradients of the other adjoints are compared with `recursive`'s (largest relative
+difference over the excitation gradient).
+
+    python -m benchmarks.memory [--solver explicit|stabilized|stiff] [--models wrist,arm26]
+                                [--adjoints recursive,recursive-100,backsolve]
 
 Prints a table naming the device and writes benchmarks/results/memory.json.
 """
@@ -28,7 +41,17 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx, jax.numpy as jnp, numpy as np
 import jaxmsk as msk
 
-name, seconds, solver = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+import diffrax
+
+name, seconds, solver, adjoint_name = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+if adjoint_name == "recursive":
+    adjoint = diffrax.RecursiveCheckpointAdjoint()
+elif adjoint_name.startswith("recursive-"):
+    adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=int(adjoint_name.split("-")[1]))
+elif adjoint_name == "backsolve":
+    adjoint = diffrax.BacksolveAdjoint()
+else:
+    raise SystemExit(f"unknown adjoint {adjoint_name!r}")
 model = getattr(msk.models, name)()
 n = int(round(seconds * 1000)) + 1
 ts = jnp.linspace(0.0, seconds, n)
@@ -38,23 +61,46 @@ exc = jnp.asarray(0.2 + 0.1 * np.sin(2 * np.pi * 0.7 * np.asarray(ts)[:, None] +
 q0 = jnp.zeros(model.n_dofs) if name == "wrist" else jnp.array([0.3, 0.8])
 target = jnp.zeros((n, model.n_dofs))
 
-def loss(model, exc):
-    tr = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
-                      max_steps=200_000)
-    return jnp.mean((tr.q - target) ** 2)
+def loss(both):  # (filter_grad differentiates its first argument: both together)
+    model, exc = both
+    if adjoint_name != "backsolve":
+        q = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
+                         max_steps=200_000, adjoint=adjoint).q
+    else:
+        # BacksolveAdjoint fails (diffrax 0.7.2: TypeError in
+        # _nondiff_solver_controller_state) when the model sits in the ODE term, as
+        # simulate's bound `model.vector_field` puts it; the same problem solved directly,
+        # the model's arrays passed as `args` instead (so still differentiated).
+        from jaxmsk._simulate import _solver
+
+        y0 = model.initial_state(q0, jnp.zeros_like(q0), exc[0])
+        arrays, static = eqx.partition(model, eqx.is_array)
+        leaves, treedef = jax.tree_util.tree_flatten(arrays)  # (a flat list: no empty tuples)
+        field = lambda t, y, a: eqx.combine(  # noqa: E731
+            jax.tree_util.tree_unflatten(treedef, a[1]), static).vector_field(t, y, a[0])
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), _solver(solver, 1e-5, 1e-7), ts[0], ts[-1],
+            dt0=1e-4, y0=y0, args=(diffrax.LinearInterpolation(ts=ts, ys=exc), leaves),
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.ClipStepSizeController(
+                diffrax.PIDController(rtol=1e-5, atol=1e-7), step_ts=ts),
+            max_steps=200_000, adjoint=adjoint)
+        q = sol.ys.q
+    return jnp.mean((q - target) ** 2)
 
 grad = eqx.filter_jit(eqx.filter_grad(loss))
-grad.lower(model, exc).compile()
+grad.lower((model, exc)).compile()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t0 = time.perf_counter()
-g = grad(model, exc)
+g = grad((model, exc))
 jax.block_until_ready(g)
 elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 finite = all(bool(jnp.all(jnp.isfinite(x)))
              for x in jax.tree_util.tree_leaves(eqx.filter(g, eqx.is_array)))
+np.save(sys.argv[5], np.asarray(g[1]))
 print(json.dumps(dict(model=name, seconds=seconds, samples=n, peak_rss_bytes=peak,
-                      rss_before_bytes=before, grad_s=elapsed,
+                      rss_before_bytes=before, grad_s=elapsed, adjoint=adjoint_name,
                       finite=finite)))
 """
 
@@ -62,37 +108,70 @@ print(json.dumps(dict(model=name, seconds=seconds, samples=n, peak_rss_bytes=pea
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--solver", choices=("explicit", "stiff"), default="explicit")
+    ap.add_argument("--solver", choices=("explicit", "stabilized", "stiff"), default="explicit")
+    ap.add_argument("--models", default="wrist,arm26")
+    ap.add_argument("--adjoints", default="recursive,recursive-100,backsolve")
+    ap.add_argument("--durations", default="1,10", help="seconds at 1 kHz")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
     args = ap.parse_args(argv)
     import jax
 
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    import tempfile
+
+    import numpy as np
+
     rows = []
-    for name in ("wrist", "arm26"):
-        for seconds in (1.0, 10.0):
-            out = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds), args.solver],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-3000:], file=sys.stderr)
-                return 1
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"  {name} {seconds:4.0f} s: peak RSS {row['peak_rss_bytes'] / 2**20:.0f} MiB "
-                  f"(+{(row['peak_rss_bytes'] - row['rss_before_bytes']) / 2**20:.0f} MiB during "
-                  f"the gradient), "
-                  f"{row['grad_s']:.1f} s, finite: {row['finite']}", flush=True)
-    lines = [f"Device {device_name}, float64, solver {args.solver}, gradient of a tracking loss "
-             "w.r.t. all excitations and parameters, RecursiveCheckpointAdjoint.", "",
-             "| model | duration | samples (1 kHz) | peak RSS (MiB) | RSS growth during grad (MiB) "
-             "| grad time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    adjoints = [a for a in args.adjoints.split(",") if a]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m for m in args.models.split(",") if m]:
+            for seconds in [float(x) for x in args.durations.split(",")]:
+                ref = None
+                for adjoint in adjoints:
+                    grad_file = os.path.join(tmp, f"{name}_{seconds}_{adjoint}.npy")
+                    out = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds),
+                                          args.solver, adjoint, grad_file],
+                                         capture_output=True, text=True)
+                    if out.returncode != 0:
+                        error = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+                        error = error[-2] if len(error) > 1 and error[-1].startswith(
+                            "For simplicity") else (error[-1] if error else "failed")
+                        for ln in out.stderr.splitlines():
+                            if ln.startswith(("TypeError", "ValueError", "RuntimeError")):
+                                error = ln
+                        print(f"  {name} {seconds:4.0f} s {adjoint}: FAILED: {error}",
+                              flush=True)
+                        rows.append(dict(model=name, seconds=seconds, adjoint=adjoint,
+                                         error=error))
+                        continue
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    g = np.load(grad_file)
+                    if ref is None:
+                        ref = g
+                    row["max_rel_diff_vs_first"] = float(
+                        np.max(np.abs(g - ref)) / max(np.max(np.abs(ref)), 1e-300))
+                    rows.append(row)
+                    print(f"  {name} {seconds:4.0f} s {adjoint}: peak RSS "
+                          f"{row['peak_rss_bytes'] / 2**20:.0f} MiB (+"
+                          f"{(row['peak_rss_bytes'] - row['rss_before_bytes']) / 2**20:.0f} MiB "
+                          f"during the gradient), {row['grad_s']:.1f} s, finite: "
+                          f"{row['finite']}, gradient vs {adjoints[0]}: "
+                          f"{row['max_rel_diff_vs_first']:.1e}", flush=True)
+    lines = [f"Device {device_name}, float64, solver {args.solver}, rtol 1e-5, gradient of a "
+             "tracking loss w.r.t. all excitations and parameters.", "",
+             "| model | duration | adjoint | peak RSS (MiB) | RSS growth during grad (MiB) "
+             f"| grad time (s) | excitation gradient vs {adjoints[0]} (max rel) |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['seconds']:.0f} s | {r['samples']} | "
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['seconds']:.0f} s | {r['adjoint']} | failed: "
+                         f"{r['error'][:80]} | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['seconds']:.0f} s | {r['adjoint']} | "
                      f"{r['peak_rss_bytes'] / 2**20:.0f} | "
                      f"{(r['peak_rss_bytes'] - r['rss_before_bytes']) / 2**20:.0f} | "
-                     f"{r['grad_s']:.1f} |")
+                     f"{r['grad_s']:.1f} | {r['max_rel_diff_vs_first']:.1e} |")
     table = "\n".join(lines)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

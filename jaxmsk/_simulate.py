@@ -145,7 +145,10 @@ def simulate(
             less time (batch 256, 2-core CPU).
         adjoint: diffrax adjoint for reverse-mode gradients; default
             `RecursiveCheckpointAdjoint()` (memory grows with the number of checkpoints, not
-            with the steps taken).
+            with the steps taken). For long trials `RecursiveCheckpointAdjoint(checkpoints=
+            100)`: 10 s of arm26 at 1 kHz in 9 MiB instead of 93, same time, same gradient
+            (`benchmarks/memory.py`). `BacksolveAdjoint` fails here with diffrax 0.7.2 (the
+            model is part of the ODE term; see benchmarks/README.md).
         throw: raise if the solver fails; if False, inspect `Trajectory.result`.
 
     Returns a `Trajectory`. Works under `jit`, `vmap` (trials, subjects, parameter sets) and

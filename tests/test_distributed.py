@@ -1,5 +1,13 @@
-"""jaxmsk.distributed in one process (the multi-process checks are `python -m jaxmsk.launch -n 2
--- python -m benchmarks.simulate --distributed`, not yet in the suite)."""
+"""jaxmsk.distributed: in one process, and with 2 local processes × 2 CPU devices each
+(`python -m jaxmsk.launch`, gloo collectives): sharded simulations, a sharded calibration and
+a distributed 2-fold study against their one-device / sequential results."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -45,3 +53,53 @@ def test_items_and_objects_in_one_process():
     assert dist.gather_objects({"a": [1, 2]}) == [{"a": [1, 2]}]
     assert dist.broadcast_flag(True) is True
     assert dist.info().process_count == 1
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _launch(*command: str, devices: int = 2, timeout: float = 400) -> str:
+    """Run `command` in 2 processes with `devices` CPU devices each; its output (asserting
+    success)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxmsk.launch", "-n", "2", "--devices-per-process", str(devices),
+         "--timeout", str(timeout), "--", sys.executable, *command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout + 60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _last_value(out: str, pattern: str) -> float:
+    found = re.findall(pattern, out)
+    assert found, out[-4000:]
+    return float(found[-1])
+
+
+def test_two_processes_shard_simulations_and_a_calibration_like_one_device():
+    # tests/distributed_checks.py: an arm26 batch (8 × 0.5 s) and a wrist calibration (4
+    # trials, 3 iterations) over 2 processes × 2 CPU devices, each against one device.
+    out = _launch(str(ROOT / "tests" / "distributed_checks.py"))
+    assert _last_value(out, r"CHECK simulate (\S+)") <= 1e-12
+    assert _last_value(out, r"CHECK identify (\S+)") <= 1e-10
+    assert _last_value(out, r"scales moved by up to (\S+)\)") > 1e-3  # the fit did move
+
+
+def test_distributed_study_gives_the_sequential_table(tmp_path):
+    args = ["-m", "experiments.transfer.run", "--quick", "--subjects", "2", "--folds", "2",
+            "--shares", "0.1", "--methods", "generic,transfer_no_physics", "--no-plots",
+            "--generic-steps", "10", "--personal-steps", "5"]
+    seq = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "seq")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert seq.returncode == 0, (seq.stdout + seq.stderr)[-4000:]
+    _launch(*args, "--distributed", "--out", str(tmp_path / "dist"), devices=1)
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("seq", "dist"))
+    assert a["targets"] == b["targets"] == ["S01", "S02"]
+    assert a["shares"] == b["shares"]  # every method's mean and sd, every metric
+    for fa, fb in zip(a["folds"], b["folds"]):
+        assert fa["shares"]["0.1"]["methods"] == fb["shares"]["0.1"]["methods"]
+    # Each fold file was written once, by the process that ran it; results by process 0.
+    assert sorted(p.name for p in (tmp_path / "dist").glob("fold_*.json")) == \
+        ["fold_S01.json", "fold_S02.json"]

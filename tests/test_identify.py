@@ -361,3 +361,30 @@ def test_strength_is_one_scale_of_every_muscles_force(wrist):
     np.testing.assert_allclose(model.muscles.params.max_isometric_force,
                                1.5 * per * np.asarray(wrist.muscles.params.max_isometric_force),
                                rtol=1e-9)
+
+
+def test_per_unit_jacobian_equals_the_dense_one(wrist):
+    """identify's forward mode by unit (each trial segment differentiated only in the
+    directions of the parameters and its own start state) gives the dense jacfwd's Jacobian:
+    two trials cut into 0.15-s shooting segments (first segments from (q0, qdot0), later
+    ones from free states), away from the start point so that every block is non-trivial."""
+    import dataclasses
+
+    import jax.flatten_util
+
+    trials = synthetic_trials(wrist, jax.random.key(3), n_trials=2, duration=0.3)
+    for shooting in (0.15,):
+        problem, theta0 = build_problem(
+            wrist, trials, FIT, bounds=None, initial=None, emg_model=None,
+            shooting_interval=shooting, fit_initial_state=True, q_sigma=math.radians(1.0),
+            moment_sigma=0.1, defect_weight=10.0, solver="explicit", rtol=1e-8, atol=1e-10,
+            max_sim_steps=20_000)
+        assert problem.structured
+        flat, unravel = jax.flatten_util.ravel_pytree(theta0)
+        flat = flat + 0.05 * jnp.sin(jnp.arange(flat.size))
+        jac = eqx.filter_jit(lambda f, pr, un=unravel: jax.jacfwd(
+            lambda g: pr.residuals(un(g)))(f))
+        j_unit = np.asarray(jac(flat, problem))
+        j_dense = np.asarray(jac(flat, dataclasses.replace(problem, structured=False)))
+        assert np.all(np.isfinite(j_unit)) and np.abs(j_unit).max() > 1
+        np.testing.assert_allclose(j_unit, j_dense, rtol=0, atol=1e-9 * np.abs(j_dense).max())

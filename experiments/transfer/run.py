@@ -89,6 +89,10 @@ def parse_args(argv=None):
                    help="smoke run: 1 repetition per protocol, 60 generic and 20 personal steps")
     p.add_argument("--x64", action="store_true", help="float64 (default float32, as the demo)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--distributed", action="store_true",
+                   help="join the processes of `python -m jaxmsk.launch` or a cluster manager "
+                        "(jax.distributed) and split the folds over them (round robin); each "
+                        "process writes its folds' files, process 0 the results")
     return p.parse_args(argv)
 
 
@@ -257,16 +261,15 @@ def load_or_train_generic(source, model, config, key, path: Path, say):
 
 
 def stack_generic(dataset, targets, model, config, k_folds, folder: Path, say, timing):
-    """Train the generic networks that `folder` lacks for `targets` together
-    (`jaxmsk.train_generic_folds`), with the keys the sequential loop would use, and save
-    them where `load_or_train_generic` finds them."""
+    """Train the generic networks that `folder` lacks for `targets` ((fold index, subject)
+    pairs) together (`jaxmsk.train_generic_folds`), with the keys the sequential loop would
+    use, and save them where `load_or_train_generic` finds them."""
     import jax
 
     from jaxmsk import train_generic_folds
     from jaxmsk.io._checkpoint import save_checkpoint
 
-    todo = [(i, t) for i, t in enumerate(targets)
-            if not (folder / f"generic_{t}.eqx").exists()]
+    todo = [(i, t) for i, t in targets if not (folder / f"generic_{t}.eqx").exists()]
     if not todo:
         return
     keys = [jax.random.split(jax.random.fold_in(k_folds, i), 3)[0] for i, _ in todo]
@@ -619,7 +622,15 @@ def parse_hybrid(text: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.distributed:  # before JAX starts a backend
+        from jaxmsk import distributed as dist
+
+        where = dist.initialize()
     import jax
+
+    from jaxmsk import distributed as dist
+
+    main_process = dist.is_main_process()
 
     if args.x64:
         jax.config.update("jax_enable_x64", True)
@@ -668,16 +679,20 @@ def main(argv=None) -> int:
     if args.label_noise:  # likewise absent when 0
         protocol["label_noise"] = args.label_noise
     fingerprint = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
-    out.mkdir(parents=True, exist_ok=True)
     manifest = out / "protocol.json"
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
-        if old.get("fingerprint") != fingerprint:
-            print(f"run.py: {out} holds results of another protocol ({manifest}); choose "
-                  "another --out or remove it.", file=sys.stderr)
-            return 2
-    else:
-        write_json(manifest, {"fingerprint": fingerprint, **protocol})
+    ok = True
+    if main_process:  # process 0 checks the folder and writes the manifest; all follow it
+        out.mkdir(parents=True, exist_ok=True)
+        if manifest.exists():
+            old = json.loads(manifest.read_text())
+            if old.get("fingerprint") != fingerprint:
+                print(f"run.py: {out} holds results of another protocol ({manifest}); choose "
+                      "another --out or remove it.", file=sys.stderr)
+                ok = False
+        else:
+            write_json(manifest, {"fingerprint": fingerprint, **protocol})
+    if not dist.broadcast_flag(ok):
+        return 2
 
     device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
     dtype = "float64" if jax.config.jax_enable_x64 else "float32"
@@ -696,11 +711,17 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     targets = cohort.subject_ids[:n_folds]
+    # This process's folds (all of them in a single process); the fold keys depend on the
+    # fold's index only, so a fold's numbers do not depend on which process runs it.
+    mine = dist.my_items(list(enumerate(targets)))
+    if args.distributed:
+        say(f"process {where.process_index + 1}/{where.process_count}: folds "
+            f"{', '.join(t for _, t in mine) or '(none)'}")
 
     folds, timing = [], {"generic": [], "share": []}
     if args.stack_folds:
-        stack_generic(dataset, targets, wrist, config, k_folds, out / "generic", say, timing)
-    for i, target in enumerate(targets):
+        stack_generic(dataset, mine, wrist, config, k_folds, out / "generic", say, timing)
+    for i, target in mine:
         fold_path = out / f"fold_{target}.json"
         fold = json.loads(fold_path.read_text()) if fold_path.exists() else None
         if fold is None:
@@ -761,6 +782,16 @@ def main(argv=None) -> int:
         write_json(fold_path, fold)
         folds.append(fold)
 
+    from jaxmsk.io._checkpoint import json_default
+
+    # Every process's folds and timings to every process; process 0 writes the results.
+    everyone = dist.gather_objects(json.loads(json.dumps({"folds": folds, "timing": timing},
+                                                         default=json_default)))
+    by_target = {f["target"]: f for part in everyone for f in part["folds"]}
+    folds = [by_target[t] for t in targets]
+    timing = {k: [x for part in everyone for x in part["timing"][k]] for k in timing}
+    if not main_process:
+        return 0
     results = {
         "targets": list(targets), "methods_run": list(methods),
         "shares": aggregate_shares(folds, shares, methods),

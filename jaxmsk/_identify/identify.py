@@ -181,6 +181,7 @@ def identify(
     tol: float = 1e-6,
     identifiability_rtol: float = 1e-8,
     progress: bool | Callable[[str], None] = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> IdentificationResult:
     """Fit subject-specific parameters of `model` to measured kinematics by gradient descent
     through the forward simulation.
@@ -240,6 +241,12 @@ def identify(
             fraction of the largest mark unidentifiable combinations.
         progress: True prints progress lines to stderr; a callable receives them; False is
             silent.
+        mesh: split the trials and shooting segments simulated together over the devices
+            of this mesh (`jaxmsk.distributed.batch_mesh()`: every device of every process;
+            call `jaxmsk.distributed.initialize()` first on a cluster). Each device
+            integrates its units and their Jacobian blocks; the residuals and the Jacobian
+            are assembled on every device, where the optimiser runs replicated. Every
+            process must call `identify` with the same arguments. Default None: one device.
 
     Returns:
         An `IdentificationResult`. Its `diagnostics` report the convergence: "converged",
@@ -283,7 +290,21 @@ def identify(
                              emg_model=emg_model, shooting_interval=shooting_interval,
                              fit_initial_state=fit_initial_state, q_sigma=q_sigma,
                              moment_sigma=moment_sigma, defect_weight=defect_weight,
-                             solver=solver, rtol=rtol, atol=atol, max_sim_steps=max_sim_steps)
+                             solver=solver, rtol=rtol, atol=atol, max_sim_steps=max_sim_steps,
+                             mesh=mesh)
+    if mesh is not None:
+        # Global arrays replicated over the mesh (in several processes each holds the same
+        # whole value), so that every compiled step spans the mesh's devices.
+        from ..distributed import _replicated
+
+        def on_mesh(tree):
+            return jax.tree_util.tree_map(
+                lambda a: _replicated(a, mesh) if isinstance(a, jax.Array) else a, tree)
+
+        problem = on_mesh(problem)
+    else:
+        def on_mesh(tree):
+            return tree
     params, units, fit = problem.params, problem.units, tuple(p.name for p in problem.params)
     checked = problem.ts
     if kind == "annealing" and (fit_initial_state or shooting_interval is not None):
@@ -302,6 +323,7 @@ def identify(
             th0["phys"] = {k: v + start_spread * jax.random.normal(jax.random.fold_in(keys[s], i),
                                                                    v.shape, v.dtype)
                            for i, (k, v) in enumerate(theta0["phys"].items())}
+        th0 = on_mesh(th0)
         t_run = time.perf_counter()
         theta, history, steps, converged, message, compile_s, jac = run_solver(
             kind, opt, th0, problem, max_steps, say, f"start {s + 1}/{n_starts}", seed=s,
@@ -343,7 +365,7 @@ def identify(
 
 def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
            fit_initial_state, q_sigma, moment_sigma, defect_weight, solver, rtol, atol,
-           max_sim_steps) -> tuple[Problem, dict]:
+           max_sim_steps, mesh=None) -> tuple[Problem, dict]:
     """Check the inputs and set up the objective and its starting θ."""
     checked = [as_trial(i, t, model) for i, t in enumerate(trials)]
     uses_emg = tuple(t.emg is not None for t in checked)
@@ -367,9 +389,11 @@ def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_in
 
     dtype = jnp.result_type(float)
     units = shooting_units(checked, shooting_interval)
-    by_len: dict[int, list[int]] = {}
+    # Units simulated together: equal length, and first segments (which start from q0,
+    # qdot0 at equilibrium) apart from later ones (from free shooting states).
+    by_len: dict[tuple[int, bool], list[int]] = {}
     for j, u in enumerate(units):
-        by_len.setdefault(u.stop - u.start, []).append(j)
+        by_len.setdefault((u.stop - u.start, u.segment == 0), []).append(j)
     problem = Problem(
         model=model, emg_model=emg_model,
         ts=[jnp.asarray(t.ts, dtype) for t in checked],
@@ -381,7 +405,10 @@ def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_in
         params=tuple(params), units=tuple(units), groups=tuple(tuple(g) for g in by_len.values()),
         uses_emg=uses_emg, joint_index=joint_index, q_sigma=float(q_sigma),
         moment_sigma=float(moment_sigma), defect_weight=float(defect_weight), solver=solver,
-        rtol=rtol, atol=atol, max_steps=max_sim_steps)
+        rtol=rtol, atol=atol, max_steps=max_sim_steps,
+        # The EMG model's parameters change the excitations, which the unit Jacobians take
+        # as data: fitted EMG parameters need the dense forward mode.
+        structured=not any(p.name in EMG for p in params), mesh=mesh)
 
     theta0 = _initial_theta(problem, checked, params, initial, dtype, fit_initial_state)
     return problem, theta0

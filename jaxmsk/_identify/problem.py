@@ -389,6 +389,11 @@ class Problem(eqx.Module):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
+    # Forward-mode derivatives of the integration by unit (see `_unit_jacobians`): each unit
+    # is differentiated only with respect to the parameters and its own initial state.
+    structured: bool = eqx.field(static=True, default=True)
+    # Units of a group split over the devices of this mesh (axis `BATCH_AXIS`), or None.
+    mesh: Any = eqx.field(static=True, default=None)
 
     def excitations(self, emg_model: EMGExcitation) -> list:
         return [emg_model(ts, u) if emg else u
@@ -420,16 +425,41 @@ class Problem(eqx.Module):
                         first.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
                     y_first, y_free)
 
-            def one(y0_, ts_, exc_):
-                sol = integrate(model, y0_, ts_, exc_, solver=self.solver, rtol=self.rtol,
-                             atol=self.atol, max_steps=self.max_steps, adjoint=adjoint,
-                             throw=False)
-                return sol.ys, sol.result == diffrax.RESULTS.successful
+            if self.structured and isinstance(adjoint, diffrax.ForwardMode):
+                ys, ok = self._structured_group(theta, start, us, first, trial_idx, free_idx,
+                                                ts, exc, y_first)
+            else:
+                def one(model_, y0_, ts_, exc_):
+                    sol = integrate(model_, y0_, ts_, exc_, solver=self.solver, rtol=self.rtol,
+                                    atol=self.atol, max_steps=self.max_steps, adjoint=adjoint,
+                                    throw=False)
+                    return sol.ys, sol.result == diffrax.RESULTS.successful
 
-            ys, ok = jax.vmap(one)(y0, ts, exc)
+                ys, ok = _map_units(one, model, (y0, ts, exc), self.mesh, self.solver)
             out_states.append(ys)
             out_ok.append(ok)
         return out_states, out_ok, u_trials, model
+
+    def _structured_group(self, theta, start, us, first, trial_idx, free_idx, ts, exc,
+                          y_first):
+        """The group's simulation as a function of (parameters, each unit's own initial
+        state) with a custom forward-mode rule (`_unit_jacobians`)."""
+        d = self.model.n_dofs
+        p, unravel_p = jax.flatten_util.ravel_pytree(theta["phys"])
+        _, unravel_y = jax.flatten_util.ravel_pytree(
+            jax.tree_util.tree_map(lambda a: a[0], y_first))
+        if first.all():  # a trial's first segment starts from (q0, qdot0) at equilibrium
+            z = jnp.concatenate([start["q0"][trial_idx], start["qdot0"][trial_idx]], axis=1)
+        elif not first.any():  # a later segment from its free shooting state
+            z = jax.vmap(lambda y: jax.flatten_util.ravel_pytree(y)[0])(
+                jax.tree_util.tree_map(lambda a: a[free_idx], theta["shoot"]))
+        else:  # pragma: no cover - build_problem groups first and later segments apart
+            raise AssertionError("a group mixes first and later shooting segments")
+        n_t = ts.shape[1]
+        flat, ok = _unit_simulation(p, z, ts=ts, exc=exc, problem=self,
+                                    spec=(bool(first[0]), d, unravel_p, unravel_y, n_t))
+        ys = jax.vmap(jax.vmap(unravel_y))(flat.reshape(len(us), n_t, -1))
+        return ys, ok
 
     def residual_parts(self, theta: dict, adjoint=None) -> tuple[Array, Array, Array]:
         """(kinematic, moment, continuity) residual vectors, each possibly empty. Entries
@@ -493,6 +523,96 @@ class Problem(eqx.Module):
         n_free = sum(u.free >= 0 for u in self.units)
         per_state = 2 * d + self.model.n_muscles * (2 if self.model.compliant else 1)
         return nq, nm, n_free * per_state
+
+
+def _map_units(fn, shared, units: tuple, mesh, solver):
+    """`vmap` of fn(shared, *unit_arguments) over the units' leading axis; with a mesh, the
+    units are split over its devices and the result is replicated on every device.
+
+    Explicit solvers run under `shard_map`, each device its own solver loop over its units.
+    Implicit ones cannot (lineax rejects shard_map's manual axes, lineax issue #185): XLA
+    partitions the vmapped loop instead, whose devices then step together with a
+    collective per step (slower; on 2 CPU devices slower than one)."""
+    if mesh is None:
+        return jax.vmap(lambda *u: fn(shared, *u))(*units)
+    from ..distributed import BATCH_AXIS, _is_implicit
+
+    n = jax.tree_util.tree_leaves(units)[0].shape[0]
+    k = mesh.devices.size
+    pad = -n % k
+    if pad:  # repeat the last unit; dropped below
+        units = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), units)
+    spec = jax.sharding.PartitionSpec(BATCH_AXIS)
+    if _is_implicit(solver):
+        sharding = jax.sharding.NamedSharding(mesh, spec)
+        units = jax.tree_util.tree_map(
+            lambda a: jax.lax.with_sharding_constraint(a, sharding), units)
+        out = jax.vmap(lambda *u: fn(shared, *u))(*units)
+    else:
+        dynamic, static = eqx.partition(shared, eqx.is_array)
+
+        def local(dynamic, *u):
+            sh = eqx.combine(dynamic, static)
+            return jax.vmap(lambda *v: fn(sh, *v))(*u)
+
+        out = jax.shard_map(local, mesh=mesh,
+                            in_specs=(jax.sharding.PartitionSpec(),) + (spec,) * len(units),
+                            out_specs=spec, check_vma=False)(dynamic, *units)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda a: jax.lax.with_sharding_constraint(a[:n], replicated), out)
+
+
+def _unit_run(p, z, ts, exc, problem, spec):
+    """One unit: its states at its samples, flattened (time·state,), and success."""
+    first, d, unravel_p, unravel_y, _ = spec
+    model, _ = apply_parameters(problem.model, problem.emg_model, problem.params, unravel_p(p),
+                                problem.joint_index)
+    y0 = model.initial_state(z[:d], z[d:], exc[0]) if first else unravel_y(z)
+    sol = integrate(model, y0, ts, exc, solver=problem.solver, rtol=problem.rtol,
+                    atol=problem.atol, max_steps=problem.max_steps,
+                    adjoint=diffrax.ForwardMode(), throw=False)
+    flat = jax.vmap(lambda y: jax.flatten_util.ravel_pytree(y)[0])(sol.ys).reshape(-1)
+    return flat, sol.result == diffrax.RESULTS.successful
+
+
+@eqx.filter_custom_jvp
+def _unit_simulation(p, z, *, ts, exc, problem, spec):
+    """Units of one group: (parameters p, initial states z (units, nz)) -> flattened states
+    (units, time·state) and success flags."""
+    return _map_units(lambda sh, z_, t_, e_: _unit_run(sh[0], z_, t_, e_, sh[1], spec),
+                      (p, problem), (z, ts, exc), problem.mesh, problem.solver)
+
+
+@_unit_simulation.def_jvp
+def _unit_jacobians(primals, tangents, *, ts, exc, problem, spec):
+    """Forward mode by unit. A unit's states depend on the parameters and on its own initial
+    state only, so each unit is differentiated in n_p + n_z directions (its Jacobian blocks,
+    `jacfwd`), not in every direction of θ: a dense `jacfwd` would push all of θ's
+    directions (every trial's and segment's initial state) through every unit. The tangent
+    is then the blocks applied to the tangents of p and of the unit's z."""
+    p, z = primals
+    tp, tz = tangents
+
+    def blocks(shared, z_, t_, e_):
+        p_, pr = shared
+
+        def f(pz):
+            flat, ok = _unit_run(pz[0], pz[1], t_, e_, pr, spec)
+            return flat, (flat, ok)
+
+        (jp, jz), (flat, ok) = jax.jacfwd(f, has_aux=True)((p_, z_))
+        return flat, ok, jp, jz
+
+    flat, ok, jp, jz = _map_units(blocks, (p, problem), (z, ts, exc), problem.mesh,
+                                  problem.solver)
+    t_out = jnp.zeros_like(flat)
+    if tp is not None:
+        t_out = t_out + jnp.einsum("uop,p->uo", jp, tp)
+    if tz is not None:
+        t_out = t_out + jnp.einsum("uoz,uz->uo", jz, tz)
+    return (flat, ok), (t_out, None)
 
 
 def segment_weights(us, n: int) -> np.ndarray:

@@ -61,7 +61,9 @@ class HybridConfig:
             strength log-scales (cosine decay).
         head_width: hidden units of the correction head.
         correction_penalty: weight of mean(c²) (keeps corrections small where the data do
-            not call for them).
+            not call for them). 1.0 (the default) against 0.01 on the built-in cohort, 8
+            folds, 10 % share, angle labels: angle RMSE 0.0754 against 0.0874 rad (seed 0)
+            and 0.0725 against 0.1012 rad (seed-1 cohort), forces unchanged within 0.1 N.
         strength_penalty: weight of mean(log-scale²) (toward the calibrated strengths).
         force_weight: weight of the force term, relative to the angle term.
         force_prior: without force labels, use the generic network's force predictions on
@@ -88,7 +90,7 @@ class HybridConfig:
     learning_rate: float = 3e-3
     strength_learning_rate: float = 2e-2
     head_width: int = 32
-    correction_penalty: float = 1e-2
+    correction_penalty: float = 1.0
     strength_penalty: float = 1.0
     force_weight: float = 1.0
     force_prior: bool = False

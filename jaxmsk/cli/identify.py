@@ -87,9 +87,13 @@ def run_identify(out: Path, *, data, subject: str, model: str = "wrist",
                  trials=None, shooting_interval: float | str | None = "auto",
                  max_duration: float | None = None, max_steps: int = 50,
                  solver: str = "explicit", overwrite: bool = False,
-                 progress: Callable[[str], None] = print) -> dict:
+                 progress: Callable[[str], None] = print, mesh=None) -> dict:
     """Load `data` (the recordings layout), fit `fit` for `subject`, write
-    parameters.csv, identify.json, summary.md, model.json (the fitted model) and fit.png."""
+    parameters.csv, identify.json, summary.md, model.json (the fitted model) and fit.png.
+    With `mesh` the trials are split over its devices (`identify(mesh=...)`); in several
+    processes only process 0 writes the files."""
+    import jax
+
     from .. import models
     from .._learn.recordings import load_data
     from ..io._atomic import atomic_write_text
@@ -101,7 +105,9 @@ def run_identify(out: Path, *, data, subject: str, model: str = "wrist",
     id_trials = _trials(dataset, subject, trials, max_duration, progress)
     result = identify(base, id_trials, tuple(f for f in fit.split(",") if f),
                       shooting_interval=shooting_interval, max_steps=max_steps, solver=solver,
-                      progress=lambda s: progress(f"identify: {s}"))
+                      progress=lambda s: progress(f"identify: {s}"), mesh=mesh)
+    if jax.process_index() != 0:  # the same fit in every process; process 0 writes it
+        return {"loss": result.loss, "files": []}
     out.mkdir(parents=True, exist_ok=True)
     files = []
     rows = ["parameter,label,fitted,standard_error,kind"]
@@ -169,9 +175,15 @@ def add_parser(sub) -> None:
                    help="seconds per multiple-shooting segment (default 0.5; 0: single "
                    "shooting)")
     p.add_argument("--max-steps", type=int, default=50, help="optimiser iterations")
-    p.add_argument("--solver", choices=("stiff", "explicit"), default="explicit",
-                   help="forward-simulation solver: explicit (Tsit5, the default) or stiff "
+    p.add_argument("--solver", choices=("stiff", "explicit", "stabilized"), default="explicit",
+                   help="forward-simulation solver: explicit (Tsit5, the default), stabilized "
+                   "(StabilizedRK3: explicit, for compliant tendons such as arm26's; with "
+                   "--distributed each device runs its own solver loop) or stiff "
                    "(Kvaerno5: slower to compile, for stiff tendons)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join the processes of `python -m jaxmsk.launch` or a cluster manager "
+                   "(jax.distributed) and split the trials and shooting segments over all "
+                   "their devices; process 0 writes the files")
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=_main)
 
@@ -181,11 +193,19 @@ def _main(args) -> int:
 
     import jax
 
+    mesh = None
+    if args.distributed:  # before JAX starts a backend
+        from .. import distributed as dist
+
+        dist.initialize()
+        mesh = dist.batch_mesh()
     # Forward simulations at rtol 1e-6 need float64 (set by the application, never on import).
     jax.config.update("jax_enable_x64", True)
     from .report import output_folder
 
-    out = output_folder("identify", args)
+    out = output_folder("identify", args) if jax.process_index() == 0 else Path(args.out)
+    if args.distributed and not dist.broadcast_flag(out is not None):  # all stop together
+        return 2
     if out is None:
         return 2
     try:
@@ -194,7 +214,7 @@ def _main(args) -> int:
                      shooting_interval=("auto" if args.shooting_interval is None
                                         else args.shooting_interval or None),
                      max_duration=args.max_duration, max_steps=args.max_steps,
-                     solver=args.solver, overwrite=args.overwrite)
+                     solver=args.solver, overwrite=args.overwrite, mesh=mesh)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"jaxmsk identify: {e}", file=sys.stderr)
         return 2
