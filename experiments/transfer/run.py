@@ -718,6 +718,9 @@ def main(argv=None) -> int:
         say(f"process {where.process_index + 1}/{where.process_count}: folds "
             f"{', '.join(t for _, t in mine) or '(none)'}")
 
+    from jaxmsk._learn.hybrid import HybridConfig
+
+    hybrid_used = _describe(config.hybrid if config.hybrid is not None else HybridConfig())
     folds, timing = [], {"generic": [], "share": []}
     if args.stack_folds:
         stack_generic(dataset, mine, wrist, config, k_folds, out / "generic", say, timing)
@@ -729,8 +732,13 @@ def main(argv=None) -> int:
                 cohort.subject_ids.index(target)]).tolist()
             fold = {"target": target, "fingerprint": fingerprint, "true_strength_scales": true,
                     "shares": {}}
+        # A share is done when every method ran; pi_hybrid's results also count only if
+        # they were made with this run's HybridConfig (its defaults are not in the
+        # fingerprint: a folder made at an earlier default would otherwise mix settings).
         todo = [s for s in shares if share_tag(s) not in fold["shares"]
-                or set(methods) - set(fold["shares"][share_tag(s)]["methods"])]
+                or set(methods) - set(fold["shares"][share_tag(s)]["methods"])
+                or ("pi_hybrid" in methods
+                    and fold["shares"][share_tag(s)].get("hybrid_config") != hybrid_used)]
         if not todo:
             say(f"fold {i + 1}/{n_folds} ({target}): done in an earlier run, skipped")
             folds.append(fold)
@@ -775,6 +783,10 @@ def main(argv=None) -> int:
                 "strength": {**prev.get("strength", {}),
                              **strength_errors(fold["true_strength_scales"], scales)},
                 "seconds": round(prev.get("seconds", 0.0) + time.perf_counter() - t1, 1)}
+            if "pi_hybrid" in methods:
+                fold["shares"][tag]["hybrid_config"] = hybrid_used
+            elif "hybrid_config" in prev:
+                fold["shares"][tag]["hybrid_config"] = prev["hybrid_config"]
             timing["share"].append(time.perf_counter() - t1)
             write_json(fold_path, fold)
             say(f"{target} share {tag} saved to {fold_path}")
