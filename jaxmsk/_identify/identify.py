@@ -232,8 +232,9 @@ def identify(
             covariance, whose noise level is estimated from the fit.
         defect_weight: weight of the multiple-shooting continuity residuals.
         solver, rtol, atol, max_sim_steps: the forward simulation ("explicit" Tsit5 by
-            default; "stiff" or a diffrax solver). Use float64 (`jax_enable_x64`) for
-            tolerances below ~1e-5.
+            default; "stabilized" for compliant tendons such as arm26's, 1.2 s per
+            iteration there on 2 CPU devices against 10.7 s with "stiff"; "stiff" or a
+            diffrax solver). Use float64 (`jax_enable_x64`) for tolerances below ~1e-5.
         max_steps, tol: optimiser iterations and its relative/absolute tolerance on the
             step and the loss. Tighter than the simulation's own accuracy (`rtol`) it only
             adds iterations that move within integration noise.
