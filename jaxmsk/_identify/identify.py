@@ -232,9 +232,10 @@ def identify(
             covariance, whose noise level is estimated from the fit.
         defect_weight: weight of the multiple-shooting continuity residuals.
         solver, rtol, atol, max_sim_steps: the forward simulation ("explicit" Tsit5 by
-            default; "stabilized" for compliant tendons such as arm26's, 1.2 s per
-            iteration there on 2 CPU devices against 10.7 s with "stiff"; "stiff" or a
-            diffrax solver). Use float64 (`jax_enable_x64`) for tolerances below ~1e-5.
+            default; "stabilized" for compliant tendons such as arm26's: one Jacobian of
+            arm26's 18-scale fit 2.2 s against 3.8 s with "stiff", compilation 8.5 against
+            28 s, `benchmarks/identify.py --levers`; "stiff" or a diffrax solver). Use
+            float64 (`jax_enable_x64`) for tolerances below ~1e-5.
         max_steps, tol: optimiser iterations and its relative/absolute tolerance on the
             step and the loss. Tighter than the simulation's own accuracy (`rtol`) it only
             adds iterations that move within integration noise.
