@@ -154,7 +154,7 @@ _STO_CASES = {
     "empty": (_HEAD + "time\ta\n\n", 5, "no data rows"),
     "nRows": ("t\nversion=1\nnRows=3\nnColumns=2\nendheader\ntime\ta\n0\t1\n1\t2\n", 3,
               "nRows=3 but the file has 2 rows"),
-    "nColumns": ("t\nnRows=1\nnColumns=3\nendheader\ntime\ta\n0\t1\n", 3, "nColumns=3"),
+    "nColumns": ("t\nnRows=1\nnColumns=two\nendheader\ntime\ta\n0\t1\n", 3, "nColumns=two"),
     "bad_nRows": ("t\nnRows=two\nendheader\ntime\ta\n0\t1\n", 2, "nRows=two"),
 }
 
@@ -314,3 +314,13 @@ def test_select_and_column():
         table.labels = ()
     with pytest.raises(ValueError, match="values"):
         Table(np.zeros(3), ("a",), np.zeros((3, 2)))
+
+
+def test_a_wrong_column_count_in_the_header_warns_and_reads_the_labelled_columns(tmp_path):
+    # OpenSim's own example3DWalking/coordinates.sto says nColumns=40 over 32 columns.
+    path = tmp_path / "c.sto"
+    path.write_text("t\nnRows=2\nnColumns=5\nendheader\ntime\ta\tb\n0\t1\t2\n1\t3\t4\n")
+    with pytest.warns(UserWarning, match=r"nColumns=5 but the label line and every row have 3"):
+        table = read_sto(path)
+    assert table.labels == ("a", "b")
+    np.testing.assert_array_equal(table.values, [[1.0, 2.0], [3.0, 4.0]])

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     from .identify import add_parser as add_identify
 
     add_identify(sub)
+    from .moments import add_parser as add_moments
+
+    add_moments(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

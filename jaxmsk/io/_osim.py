@@ -63,7 +63,7 @@ def _curve_constants(osim, muscle) -> dict:
     return {}
 
 
-def _model_curves(osim, objs, names, path) -> DeGrooteCurves:
+def model_curves(osim, objs, names, path) -> DeGrooteCurves:
     """One `DeGrooteCurves` for all muscles; warns when the file's muscles disagree."""
     consts = [_curve_constants(osim, m) for m in objs]
     chosen = {}
@@ -88,6 +88,51 @@ def _model_curves(osim, objs, names, path) -> DeGrooteCurves:
     return DeGrooteCurves.opensim(**chosen)
 
 
+def _couplers(osim_model):
+    """(enforced CoordinateCouplerConstraints, whether other enforced constraints exist)."""
+    import opensim as osim
+
+    couplers, other = [], False
+    for con in osim_model.getConstraintSet():
+        if not con.get_isEnforced():
+            continue
+        c = osim.CoordinateCouplerConstraint.safeDownCast(con)
+        if c is None:
+            other = True
+            continue
+        names = c.getIndependentCoordinateNames()
+        scale = osim.PropertyHelper.getValueDouble(c.getPropertyByName("scale_factor"))
+        couplers.append((c.getFunction(), scale,
+                         [osim_model.getCoordinateSet().get(names.get(i))
+                          for i in range(names.getSize())],
+                         osim_model.getCoordinateSet().get(c.getDependentCoordinateName())))
+    return couplers, other
+
+
+def set_pose(osim_model, state, coords, values) -> None:
+    """Set coordinates and realise positions, with the model's constraints satisfied:
+    each CoordinateCouplerConstraint's dependent coordinate (e.g. the patella's, which
+    follows the knee angle) is set to scale·f(independent ones); other enforced
+    constraints are met by OpenSim's assembly. Setting values alone would leave dependent
+    coordinates where they were, and the paths over the patella wrong by up to 1 cm."""
+    import opensim as osim
+
+    for c, v in zip(coords, values):
+        c.setValue(state, float(v), False)
+    couplers, other = _couplers(osim_model)
+    for fn, scale, independent, dependent in couplers:
+        x = osim.Vector([c.getValue(state) for c in independent])
+        dependent.setValue(state, scale * fn.calcValue(x), False)
+    if other:
+        osim_model.assemble(state)
+        moved = max(abs(c.getValue(state) - float(v)) for c, v in zip(coords, values))
+        if moved > 1e-4:  # assembly tolerance; 1e-4 rad moves a 5-cm moment arm by 5 µm
+            raise ValueError(f"OpenSim's assembly moved the coordinates by {moved:.3g} to "
+                             f"satisfy the model's constraints at {list(values)}; the sampled "
+                             "pose is not one the model can take.")
+    osim_model.realizePosition(state)
+
+
 def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray,
                        moment_arms: bool = False):
     """OpenSim's MTU lengths (m), (n_samples, n_muscles), at the coordinate samples q;
@@ -99,9 +144,7 @@ def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray,
     out = np.empty((q.shape[0], len(objs)))
     arms = np.empty((q.shape[0], len(objs), len(coords)))
     for i, qi in enumerate(q):
-        for c, v in zip(coords, qi):
-            c.setValue(state, float(v), False)
-        osim_model.realizePosition(state)
+        set_pose(osim_model, state, coords, qi)
         out[i] = [m.getLength(state) for m in objs]
         if moment_arms:
             arms[i] = [[m.computeMomentArm(state, c) for c in coords] for m in objs]
@@ -197,7 +240,7 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
     params = MuscleParameters(*(jnp.asarray(fields[:, k], dtype) for k in range(5)))
     model = Model(
         muscles=DeGrooteFregly2016Muscle(params, tendon=tendon,
-                                         curves=_model_curves(osim, objs, muscles, path)),
+                                         curves=model_curves(osim, objs, muscles, path)),
         activation=DeGrooteActivation(jnp.asarray(taus[:, 0], dtype),
                                       jnp.asarray(taus[:, 1], dtype)),
         skeleton=skeleton,

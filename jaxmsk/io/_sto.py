@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 
@@ -271,10 +272,19 @@ def read_sto(path, columns=None) -> Table:
     time, values = _parse_rows(path, rows, labels, line_no, parts[0])
     expected = {"nRows": len(rows), "nColumns": len(labels) + 1}
     for key, (header_line, value) in counts.items():
-        if value.strip() != str(expected[key]):
-            what = "rows" if key == "nRows" else "columns (time included)"
-            _fail(path, header_line, f"the header says {key}={value} but the file has "
-                  f"{expected[key]} {what}", f"Correct {key} (or delete the line).")
+        if value.strip() == str(expected[key]):
+            continue
+        if key == "nColumns" and value.strip().isdigit():
+            # Every row has as many values as the label line, so nothing is lost; OpenSim
+            # writes and reads such files (its example3DWalking coordinates.sto says
+            # nColumns=40 over 32 columns), so this is a warning, not an error.
+            warnings.warn(f"{path}, line {header_line}: the header says nColumns={value} but "
+                          f"the label line and every row have {expected[key]} columns (time "
+                          "included); the columns as labelled are read.", stacklevel=2)
+            continue
+        what = "rows" if key == "nRows" else "columns (time included)"
+        _fail(path, header_line, f"the header says {key}={value} but the file has "
+              f"{expected[key]} {what}", f"Correct {key} (or delete the line).")
     return _columns(path, Table(time, labels, values, metadata, path), columns, line_no)
 
 

@@ -48,6 +48,9 @@ class PolynomialPath(eqx.Module):
         fit_outliers: samples left out of the fit because the sampled length jumped there.
         fit_moment_arm_rms, fit_moment_arm_max: static per-muscle held-out moment-arm errors
             (m) when the fit was given moment arms (empty otherwise).
+        domain: static ((min, max), ...) per coordinate (rad): the box the polynomial was
+            fitted or is valid over; empty when unknown. Outside it the polynomial
+            extrapolates and its errors above do not hold (`outside_domain`).
     """
 
     coefficients: Float[Array, "muscles terms"]
@@ -59,6 +62,7 @@ class PolynomialPath(eqx.Module):
     fit_outliers: int = eqx.field(static=True, default=0)
     fit_moment_arm_rms: tuple[float, ...] = eqx.field(static=True, default=())
     fit_moment_arm_max: tuple[float, ...] = eqx.field(static=True, default=())
+    domain: tuple[tuple[float, float], ...] = eqx.field(static=True, default=())
 
     def __check_init__(self):
         n_terms, n_dofs = len(self.exponents), len(self.exponents[0]) if self.exponents else 0
@@ -72,6 +76,10 @@ class PolynomialPath(eqx.Module):
                 f"PolynomialPath.centre/scale must have shape ({n_dofs},), got "
                 f"{self.centre.shape} and {self.scale.shape}."
             )
+        if self.domain and (len(self.domain) != n_dofs
+                            or any(len(b) != 2 or not b[0] <= b[1] for b in self.domain)):
+            raise ValueError(f"PolynomialPath.domain must be {n_dofs} (min, max) pairs with "
+                             f"min <= max, got {self.domain}.")
 
     @property
     def n_muscles(self) -> int:
@@ -91,6 +99,26 @@ class PolynomialPath(eqx.Module):
         table = jnp.stack(table, axis=-1)  # (dofs, degree + 1)
         exps = np.asarray(self.exponents)  # (terms, dofs), static
         return jnp.prod(table[np.arange(self.n_dofs)[None, :], exps], axis=-1)
+
+    def outside_domain(self, q: Float[ArrayLike, "... dofs"], tol: float = 1e-6) -> Array:
+        """True where a pose q (rad; any leading axes) lies outside `domain` by more than
+        `tol` rad in some coordinate (False everywhere when the domain is unknown)."""
+        q = jnp.asarray(q)
+        if not self.domain:
+            return jnp.zeros(q.shape[:-1], bool)
+        box = np.asarray(self.domain, np.float64)
+        return jnp.any((q < box[:, 0] - tol) | (q > box[:, 1] + tol), axis=-1)
+
+    def domain_excursion(self, q: Float[ArrayLike, "... dofs"]) -> Array:
+        """How far (rad) each coordinate of the poses q goes beyond `domain`, the largest
+        over the leading axes: shape (n_dofs,), 0 where it stays inside."""
+        q = jnp.asarray(q).reshape(-1, self.n_dofs)
+        if not self.domain:
+            return jnp.zeros(self.n_dofs, q.dtype)
+        box = jnp.asarray(np.asarray(self.domain), q.dtype)
+        below = jnp.max(box[:, 0] - q, axis=0)
+        above = jnp.max(q - box[:, 1], axis=0)
+        return jnp.maximum(jnp.maximum(below, above), 0.0)
 
     def length(self, q: Float[ArrayLike, " dofs"]) -> Float[Array, " muscles"]:
         """MTU lengths l_MT(q) (m) for joint angles q (rad), shape (n_dofs,)."""
@@ -299,7 +327,8 @@ class PolynomialPath(eqx.Module):
                    fit_rms=as_tuple(stats[0]), fit_max=as_tuple(stats[1]),
                    fit_outliers=int((~keep).sum()),
                    fit_moment_arm_rms=as_tuple(stats[2]) if moment_arms is not None else (),
-                   fit_moment_arm_max=as_tuple(stats[3]) if moment_arms is not None else ())
+                   fit_moment_arm_max=as_tuple(stats[3]) if moment_arms is not None else (),
+                   domain=tuple((float(a), float(b)) for a, b in zip(lo, hi)))
 
     def in_raw_coordinates(self) -> "PolynomialPath":
         """The same polynomial in the raw coordinates q (centre 0, scale 1), with every
@@ -326,7 +355,7 @@ class PolynomialPath(eqx.Module):
                               fit_rms=self.fit_rms, fit_max=self.fit_max,
                               fit_outliers=self.fit_outliers,
                               fit_moment_arm_rms=self.fit_moment_arm_rms,
-                              fit_moment_arm_max=self.fit_moment_arm_max)
+                              fit_moment_arm_max=self.fit_moment_arm_max, domain=self.domain)
 
     @property
     def degree(self) -> int:
@@ -340,7 +369,8 @@ class PolynomialPath(eqx.Module):
                     exponents=[list(e) for e in self.exponents], fit_rms=list(self.fit_rms),
                     fit_max=list(self.fit_max), fit_outliers=self.fit_outliers,
                     fit_moment_arm_rms=list(self.fit_moment_arm_rms),
-                    fit_moment_arm_max=list(self.fit_moment_arm_max))
+                    fit_moment_arm_max=list(self.fit_moment_arm_max),
+                    domain=[list(b) for b in self.domain])
 
     @classmethod
     def from_dict(cls, d: dict) -> "PolynomialPath":
@@ -351,7 +381,8 @@ class PolynomialPath(eqx.Module):
                    fit_rms=tuple(d.get("fit_rms", ())), fit_max=tuple(d.get("fit_max", ())),
                    fit_outliers=int(d.get("fit_outliers", 0)),
                    fit_moment_arm_rms=tuple(d.get("fit_moment_arm_rms", ())),
-                   fit_moment_arm_max=tuple(d.get("fit_moment_arm_max", ())))
+                   fit_moment_arm_max=tuple(d.get("fit_moment_arm_max", ())),
+                   domain=tuple(tuple(float(v) for v in b) for b in d.get("domain", ())))
 
 
 __all__ = ["PolynomialPath", "monomial_exponents"]
