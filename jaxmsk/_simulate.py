@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import as_float_array, check_finite
+from ._checks import as_float_array, check_finite, is_concrete
 from ._model import Model, ModelState
 from ._solvers import StabilizedRK3
 
@@ -27,6 +30,12 @@ class Trajectory(eqx.Module):
         moments: (time, dofs) muscle joint moments Rᵀ·F_T (N·m).
         result: diffrax's result code (`diffrax.RESULTS.successful` when all went well).
         stats: solver statistics (number of steps, ...).
+        path_domain_excursion: (dofs,) rad (m for sliders) by which q went beyond the box the
+            muscle paths were fitted over (`model.path.domain`), 0 where it stayed inside or
+            the path records no domain. Outside the box the path polynomial extrapolates:
+            lengths and moment arms, and so the whole trajectory, may be wrong. `simulate`
+            warns when it is called outside `jit`; widen the box with
+            `load_osim(..., ranges=...)`.
     """
 
     ts: Array
@@ -40,6 +49,7 @@ class Trajectory(eqx.Module):
     moments: Array
     result: diffrax.RESULTS
     stats: dict
+    path_domain_excursion: Array
 
 
 # Newton (chord) iterations of the implicit solver stop at this multiple of the step
@@ -173,9 +183,29 @@ def simulate(
                  max_steps=max_steps, adjoint=adjoint, throw=throw, pcoeff=pcoeff, icoeff=icoeff)
     ys: ModelState = sol.ys
     out = jax.vmap(model.outputs)(ys)
+    excursion = path_domain_excursion(model, ys.q)
+    if is_concrete(excursion) and bool(np.any(np.asarray(excursion) > 0)):
+        beyond = {name: round(float(e), 4) for name, e in zip(
+            model.coordinate_names or [f"q[{i}]" for i in range(model.n_dofs)],
+            np.asarray(excursion)) if e > 0}
+        box = [tuple(round(v, 3) for v in b) for b in model.path.domain]
+        warnings.warn(f"simulate: the trajectory leaves the box the muscle paths were fitted "
+                      f"over ({box}) by {beyond}; there the path polynomial extrapolates and "
+                      "lengths, moment arms and the motion may be wrong. Fit the paths over a "
+                      "wider box (load_osim(..., ranges=...)) or check the excitations "
+                      "(Trajectory.path_domain_excursion).", RuntimeWarning, stacklevel=2)
     return Trajectory(
         ts=ts, q=ys.q, qdot=ys.qdot, activation=ys.activation,
         norm_tendon_force=out.norm_tendon_force, tendon_force=out.tendon_force,
         fiber_length=out.fiber_length, mtu_length=out.mtu_length, moments=out.muscle_moments,
-        result=sol.result, stats=sol.stats,
+        result=sol.result, stats=sol.stats, path_domain_excursion=excursion,
     )
+
+
+def path_domain_excursion(model: Model, q: Array) -> Array:
+    """(dofs,) how far the poses q (time, dofs) go beyond `model.path.domain` (0 inside or
+    where the path records no domain). NaN poses (a failed solve) count as inside."""
+    measure = getattr(model.path, "domain_excursion", None)
+    if measure is None:
+        return jnp.zeros(q.shape[-1], q.dtype)
+    return measure(q)

@@ -270,6 +270,15 @@ def simulate_batch(model, excitation, ts, *, q0, qdot0=None,
                       "`result`); their states after the stop are not a solution. Raise "
                       "max_steps or change the solver/tolerances.", RuntimeWarning,
                       stacklevel=2)
+    beyond = np.flatnonzero(np.any(np.asarray(out.path_domain_excursion) > 0, axis=-1))
+    if beyond.size:
+        import warnings
+
+        warnings.warn(f"simulate_batch: {beyond.size} of {n} trajectories leave the box the "
+                      f"muscle paths were fitted over (trajectories {beyond[:10].tolist()}"
+                      f"{' ...' if beyond.size > 10 else ''}; see `path_domain_excursion`); "
+                      "there the paths extrapolate and the motion may be wrong.",
+                      RuntimeWarning, stacklevel=2)
     return out
 
 

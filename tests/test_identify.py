@@ -239,6 +239,12 @@ def test_bad_arguments_give_clear_errors(wrist, clean_trials):
         identify(wrist, [trial], FIT, method="dual_annealing", progress=False)
     with pytest.raises(ValueError, match="method="):
         identify(wrist, [trial], FIT, method="simplex", progress=False)
+    # measured angles beyond the paths' ±1.2 rad box: said before anything is fitted (the
+    # bounds error then stops this call before compiling)
+    far = (t.ts, t.excitation, np.asarray(t.q) + 1.3)
+    with pytest.warns(jaxmsk.IdentificationWarning, match=r"leave the box .*\{'flexion': "):
+        with pytest.raises(ValueError, match="bounds given for 'tau_act'"):
+            identify(wrist, [far], ("F_max",), bounds={"tau_act": (0.5, 2.0)}, progress=False)
 
 
 def test_emg_excitation_is_differentiable_and_passes_through_by_default():

@@ -166,3 +166,22 @@ def test_length_and_moment_arms_equal_length_and_its_jacobian(n_dofs, degree):
         lambda x: msk.PolynomialPath(c, path.centre, path.scale, exps)
         .length_and_moment_arms(x)[1])(q) ** 2))(path.coefficients)
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_path_domain_is_recorded_by_fits_and_files():
+    from jaxmsk.skeleton import PolynomialPath
+
+    rng = np.random.default_rng(0)
+    q = rng.uniform(-1, 1, (200, 2))
+    path = PolynomialPath.fit(q, (q[:, :1] ** 2 + q[:, 1:]), max_degree=3,
+                              ranges=np.array([[-1.0, 1.0], [-0.5, 1.5]]))
+    assert path.domain == ((-1.0, 1.0), (-0.5, 1.5))
+    assert PolynomialPath.from_dict(path.to_dict()).domain == path.domain
+    assert path.in_raw_coordinates().domain == path.domain
+    inside, outside = np.array([0.0, 1.0]), np.array([1.2, -0.7])
+    np.testing.assert_array_equal(path.outside_domain(np.stack([inside, outside])),
+                                  [False, True])
+    np.testing.assert_allclose(path.domain_excursion(np.stack([inside, outside])), [0.2, 0.2])
+    with pytest.raises(ValueError, match="domain must be 2 .min, max. pairs"):
+        PolynomialPath(coefficients=path.coefficients, centre=path.centre, scale=path.scale,
+                       exponents=path.exponents, domain=((1.0, 0.0), (0.0, 1.0)))

@@ -161,3 +161,33 @@ def test_pi_controller_keeps_accuracy_and_stops_rejections_on_arm26():
         assert float(jnp.max(jnp.abs(tr.q - ref.q))) < 1e-5, name
     rejected = {k: int(tr.stats["num_rejected_steps"]) for k, tr in runs.items()}
     assert rejected["PI"] < 0.5 * rejected["I"], rejected
+
+
+def test_leaving_the_paths_box_is_reported_and_staying_inside_is_not():
+    """arm26's paths were fitted over its coordinates' ranges (the built-in file predates
+    `PolynomialPath.domain`: the box is read back from the fit's normalisation). Triceps on
+    from a flexed elbow extends the elbow below its range within 0.85 s: `simulate` says so
+    (warning and `path_domain_excursion`); a gentle trial inside the box is silent."""
+    model = msk.models.arm26()
+    np.testing.assert_allclose(model.path.domain, [(-np.pi / 2, np.pi), (0.0, 2.268928)],
+                               atol=1e-6)
+    ts = jnp.linspace(0.0, 0.85, 86)
+    exc = np.full((86, 6), 0.05)
+    exc[:, :3] = 0.6
+    with pytest.warns(RuntimeWarning, match=r"leaves the box .* by \{'r_elbow_flex': 0\.4"):
+        tr = msk.simulate(model, exc, ts, q0=jnp.array([0.0, 1.0]), solver="stabilized",
+                          rtol=1e-4)
+    assert float(tr.q[:, 1].min()) < -0.4
+    np.testing.assert_allclose(tr.path_domain_excursion, [0.0, -float(tr.q[:, 1].min())])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        inside = msk.simulate(model, np.full((86, 6), 0.1), ts, q0=jnp.array([0.3, 1.0]),
+                              solver="stabilized", rtol=1e-4)
+    np.testing.assert_array_equal(inside.path_domain_excursion, [0.0, 0.0])
+    # under jit the flag is still there (no warning can be issued from inside)
+    jitted = jax.jit(lambda e: msk.simulate(model, e, ts, q0=jnp.array([0.0, 1.0]),
+                                            solver="stabilized", rtol=1e-4))(jnp.asarray(exc))
+    np.testing.assert_allclose(jitted.path_domain_excursion, tr.path_domain_excursion,
+                               rtol=1e-6)

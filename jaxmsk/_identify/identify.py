@@ -365,11 +365,33 @@ def identify(
     return result
 
 
+def _warn_outside_path_domain(model, trials) -> None:
+    """Warn when measured angles leave the box the model's paths were fitted over: the
+    fit would then calibrate muscles against extrapolated lengths and moment arms."""
+    measure = getattr(model.path, "domain_excursion", None)
+    if measure is None or not model.path.domain:
+        return
+    beyond = {}
+    for t in trials:
+        excursion = np.asarray(measure(np.asarray(t.q)))
+        for i, e in enumerate(excursion):
+            if e > 1e-6:
+                name = model.coordinate_names[i] if model.coordinate_names else f"q[{i}]"
+                beyond[name] = max(beyond.get(name, 0.0), round(float(e), 4))
+    if beyond:
+        warnings.warn(f"identify: the measured angles leave the box the muscle paths were fitted "
+                      f"over ({[tuple(round(v, 3) for v in b) for b in model.path.domain]}) by "
+                      f"{beyond} rad; the fit uses extrapolated paths there. Refit the paths "
+                      "over the task's range (load_osim(..., ranges=...)).",
+                      IdentificationWarning, stacklevel=4)
+
+
 def build_problem(model, trials, fit, *, bounds, initial, emg_model, shooting_interval,
            fit_initial_state, q_sigma, moment_sigma, defect_weight, solver, rtol, atol,
            max_sim_steps, mesh=None) -> tuple[Problem, dict]:
     """Check the inputs and set up the objective and its starting θ."""
     checked = [as_trial(i, t, model) for i, t in enumerate(trials)]
+    _warn_outside_path_domain(model, checked)
     uses_emg = tuple(t.emg is not None for t in checked)
     fit = tuple(canonical_name(f) for f in fit)
     if any(f in EMG for f in fit) and not any(uses_emg):

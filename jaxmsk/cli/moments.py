@@ -12,6 +12,27 @@ from pathlib import Path
 import numpy as np
 
 
+def motion_ranges(kinematics, margin: float) -> dict:
+    """{coordinate: (min − margin, max + margin)} (rad) of the angles a kinematics file
+    records (degrees converted where its header says so): the box fitted paths need."""
+    from ..io import read_sto
+    from ..io._sto import read_csv
+    from ..moments._recording import kinematics_coordinates
+
+    try:
+        table = read_csv(kinematics) if str(kinematics).lower().endswith(".csv") else read_sto(
+            kinematics)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--kinematics: no such file {kinematics!r}.") from None
+    names = kinematics_coordinates(table)
+    labels = [lab for lab in table.labels if lab.endswith("/value") or "/" not in lab]
+    values = table.values[:, [table.labels.index(lab) for lab in labels]]
+    if table.in_degrees:
+        values = np.deg2rad(values)  # translations too, but only rotations are kept below
+    return {c: (float(v.min()) - margin, float(v.max()) + margin)
+            for c, v in zip(names, values.T)}
+
+
 def _windows(text: str, recording, width: float):
     """The calibration windows `--calibrate` names, and a label for them."""
     t0, t1 = float(recording.time[0]), float(recording.time[-1])
@@ -86,6 +107,7 @@ def _markdown(r: dict) -> str:
 def run_moments(out: Path, *, model: str, emg: str, kinematics: str, moments: str,
                 paths: str | None = None, side: str | None = None, mapping: str | None = None,
                 coordinates=None, calibrate: str = "alternate", window: float = 0.1,
+                margin: float = 0.2,
                 fit: str | None = None, max_steps: int = 200, overwrite: bool = False,
                 progress: Callable[[str], None] = print) -> dict:
     """Load, calibrate on the `calibrate` windows, test on the rest; write results.json,
@@ -124,7 +146,8 @@ def run_moments(out: Path, *, model: str, emg: str, kinematics: str, moments: st
         raise FileNotFoundError(f"--emg: no such file {emg!r}.") from None
     progress(f"moments: loading {model} for EMG channels {', '.join(channels)}")
     emg_model, info = load_emg_driven_model(model, channels, side=side, mapping=mapping_dict,
-                                            coordinates=coordinates, paths=paths)
+                                            coordinates=coordinates, paths=paths,
+                                            ranges=motion_ranges(kinematics, margin))
     recording = read_moment_recording(emg, kinematics, moments, emg_model.coordinate_names)
     windows, label = _windows(calibrate, recording, window)
     mask = recording.windows(windows)
@@ -209,6 +232,9 @@ def add_parser(sub) -> None:
                    "first; default), 'first-half', or START:STOP[,START:STOP...] in s; the test "
                    "is the rest")
     p.add_argument("--window", type=float, default=0.1, help="window width for 'alternate' (s)")
+    p.add_argument("--margin", type=float, default=0.2,
+                   help="paths that are not polynomials are fitted over the recorded range of "
+                   "each coordinate widened by this much (rad; default 0.2)")
     p.add_argument("--fit", default=None, help="comma-separated parameters (default all: "
                    "strength, optimal_fiber_length_scale, tendon_slack_length_scale, emg_gain, "
                    "shape_factor, delay, time_constants)")
@@ -228,5 +254,6 @@ def _main(args) -> int:
     return run_command("moments", args, run_moments, model=args.model, emg=args.emg,
                        kinematics=args.kinematics, moments=args.moments, paths=args.paths,
                        side=args.side, mapping=args.mapping, coordinates=coordinates,
-                       calibrate=args.calibrate, window=args.window, fit=args.fit,
+                       calibrate=args.calibrate, window=args.window, margin=args.margin,
+                       fit=args.fit,
                        max_steps=args.max_steps, overwrite=args.overwrite)

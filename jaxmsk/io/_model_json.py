@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..muscle import DeGrooteCurves
+from ..skeleton._path import PolynomialPath, stored_domain
 
 _FORMAT = "jaxmsk-model-json/1"
 
@@ -88,6 +89,11 @@ def _decode(obj):
             new = object.__new__(cls)
             for key, value in obj["fields"].items():
                 object.__setattr__(new, key, _decode(value))
+            if cls is PolynomialPath and "domain" not in obj["fields"]:
+                # written before paths recorded their domain: see `stored_domain`
+                object.__setattr__(new, "domain", stored_domain({
+                    "fit_rms": new.fit_rms, "centre": np.asarray(new.centre).tolist(),
+                    "scale": np.asarray(new.scale).tolist()}))
             return new
         if "__curves__" in obj:
             d = dict(obj["__curves__"])

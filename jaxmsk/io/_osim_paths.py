@@ -26,7 +26,7 @@ from ..skeleton._path import PolynomialPath
 from ._osim import set_pose
 
 _CROSSING_ARM = 1e-4
-"""|moment arm| (m) above which a sampled muscle is taken to cross a coordinate."""
+"""|dl/dq| (m/rad) above which a sampled muscle is taken to cross a coordinate."""
 _MAX_CROSSED = 6
 
 
@@ -65,18 +65,27 @@ def function_based_polynomial(osim, muscle):
     return names, exps, coef
 
 
-def probe_crossed(osim_model, state, muscles, candidates, box, rng, n_probe=4):
-    """The candidate coordinates each muscle crosses (|moment arm| > 0.1 mm at a probe)."""
+def probe_crossed(osim_model, state, muscles, candidates, box, rng, n_probe=3, step=0.05):
+    """The candidate coordinates each muscle crosses: those whose change by ±`step` rad
+    changes the muscle's length, |Δl|/(2·step) > 0.1 mm/rad, at some of `n_probe` random
+    poses of the box. (Lengths, not `computeMomentArm`, which at random poses can report
+    moment arms about coordinates that move the whole body rigidly, such as the pelvis's.)"""
     coord_set = osim_model.getCoordinateSet()
     coords = [coord_set.get(c) for c in candidates]
     arms = np.zeros((len(muscles), len(candidates)))
+
+    def lengths(q):
+        set_pose(osim_model, state, coords, q)
+        return np.array([m.getLength(state) for m in muscles])
+
     for _ in range(n_probe):
-        set_pose(osim_model, state, coords, rng.uniform(box[:, 0], box[:, 1]))
-        for i, m in enumerate(muscles):
-            for j, c in enumerate(coords):
-                r = m.computeMomentArm(state, c)
-                if np.isfinite(r):
-                    arms[i, j] = max(arms[i, j], abs(r))
+        base = rng.uniform(box[:, 0] + step, np.maximum(box[:, 1] - step, box[:, 0] + step))
+        for j in range(len(coords)):
+            up, down = base.copy(), base.copy()
+            up[j] += step
+            down[j] -= step
+            slope = np.abs(lengths(up) - lengths(down)) / (2 * step)
+            arms[:, j] = np.maximum(arms[:, j], np.where(np.isfinite(slope), slope, 0.0))
     set_pose(osim_model, state, coords, [c.getDefaultValue() for c in coords])
     return [[candidates[j] for j in range(len(candidates)) if arms[i, j] > _CROSSING_ARM]
             for i in range(len(muscles))]

@@ -35,6 +35,20 @@ def _opensim_model(osim, path, paths):
     return model, state
 
 
+def _box(coord_set, names, ranges) -> np.ndarray:
+    """(len(names), 2): `ranges` where given, else the coordinates' own ranges."""
+    box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
+                    for c in names])
+    for c, r in (ranges or {}).items():
+        if c not in names:
+            continue
+        lo, hi = (float(v) for v in r)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"ranges[{c!r}] = {r}: give (min, max) in rad with min < max.")
+        box[list(names).index(c)] = (lo, hi)
+    return box
+
+
 def _free_rotational(osim, model) -> list[str]:
     return [c.getName() for c in model.getCoordinateSet()
             if c.getMotionType() == osim.Coordinate.Rotational and not c.getDefaultLocked()]
@@ -42,7 +56,8 @@ def _free_rotational(osim, model) -> list[str]:
 
 def load_emg_driven_model(path, channels, *, side: str | None = None,
                           mapping: dict | None = None, coordinates=None, paths=None,
-                          samples_per_dof: int = 400, max_degree: int = 6, seed: int = 0):
+                          ranges: dict | None = None, samples_per_dof: int = 400,
+                          max_degree: int = 6, seed: int = 0):
     """Read an OpenSim model into an `EMGDrivenModel` for the given EMG channels.
 
     Args:
@@ -56,6 +71,11 @@ def load_emg_driven_model(path, channels, *, side: str | None = None,
             `ModOpReplacePathsWithFunctionBasedPaths` (e.g. the one Moco's example3DWalking
             ships); without it the model's own paths are used: FunctionBasedPaths read
             exactly, other paths fitted over the coordinates each muscle crosses.
+        ranges: {coordinate: (min, max)} rad, the box non-polynomial paths are fitted over
+            (and the path's recorded `domain`) instead of the file's coordinate ranges, e.g.
+            the recorded motion's range with a margin. OpenSim's wrapping surfaces make some
+            paths kink or jump over a whole range of motion (the walking model's gluteus
+            maximus, iliopsoas), which no polynomial follows; a task's box avoids that.
         samples_per_dof, max_degree, seed: the fit of non-polynomial paths.
 
     Every muscle that crosses a chosen coordinate is kept: driven muscles with their EMG,
@@ -79,8 +99,7 @@ def load_emg_driven_model(path, channels, *, side: str | None = None,
 
     free = _free_rotational(osim, omodel)
     coord_set = omodel.getCoordinateSet()
-    box_all = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
-                        for c in free])
+    box_all = _box(coord_set, free, {k: v for k, v in (ranges or {}).items() if k in free})
     rng = np.random.default_rng(seed)
 
     def crossed(names):
@@ -112,8 +131,7 @@ def load_emg_driven_model(path, channels, *, side: str | None = None,
     if missing:
         raise ValueError(f"muscles {missing} (driven by EMG) cross none of the coordinates "
                          f"{coordinates}; add the coordinates they cross or drop the channels.")
-    box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
-                    for c in coordinates])
+    box = _box(coord_set, coordinates, ranges)
     path_poly, path_info = polynomial_paths(omodel, state, muscles, coordinates, box,
                                             samples_per_dof=samples_per_dof,
                                             max_degree=max_degree, seed=seed)

@@ -116,6 +116,7 @@ class PolynomialPath(eqx.Module):
         if not self.domain:
             return jnp.zeros(self.n_dofs, q.dtype)
         box = jnp.asarray(np.asarray(self.domain), q.dtype)
+        q = jnp.where(jnp.isnan(q), box.mean(axis=1), q)  # a failed solve's NaNs: no verdict
         below = jnp.max(box[:, 0] - q, axis=0)
         above = jnp.max(q - box[:, 1], axis=0)
         return jnp.maximum(jnp.maximum(below, above), 0.0)
@@ -382,7 +383,18 @@ class PolynomialPath(eqx.Module):
                    fit_outliers=int(d.get("fit_outliers", 0)),
                    fit_moment_arm_rms=tuple(d.get("fit_moment_arm_rms", ())),
                    fit_moment_arm_max=tuple(d.get("fit_moment_arm_max", ())),
-                   domain=tuple(tuple(float(v) for v in b) for b in d.get("domain", ())))
+                   domain=stored_domain(d))
+
+
+def stored_domain(d: dict) -> tuple[tuple[float, float], ...]:
+    """The domain of a stored path. Files written before paths recorded it hold fitted
+    paths whose normalisation is their fitting box (`fit` sets centre ± scale to the box's
+    ends), so that box is their domain; a path never fitted has none."""
+    if "domain" in d:
+        return tuple(tuple(float(v) for v in b) for b in d["domain"])
+    if not d.get("fit_rms"):
+        return ()
+    return tuple((float(c - s), float(c + s)) for c, s in zip(d["centre"], d["scale"]))
 
 
 __all__ = ["PolynomialPath", "monomial_exponents"]
