@@ -84,7 +84,9 @@ def main(argv=None) -> int:
     import opensim as osim
 
     osim.Logger.setLevelString("error")
-    names = [m.getName() for m in osim.Model(str(DATA / "subject_walk_scaled.osim")).getMuscles()]
+    source = osim.Model(str(DATA / "subject_walk_scaled.osim"))  # kept alive while read
+    muscle_set = source.getMuscles()
+    names = [muscle_set.get(i).getName() for i in range(muscle_set.getSize())]
     model, info = load_emg_driven_model(
         DATA / "subject_walk_scaled.osim", names, mapping={n: [n] for n in names},
         coordinates=COORDS, paths=DATA / "subject_walk_scaled_FunctionBasedPathSet.xml")

@@ -7,6 +7,7 @@ from . import cohort as cohort
 from . import data as data
 from . import io as io
 from . import models as models
+from . import moments as moments
 from . import muscle as muscle
 from . import nn as nn
 from . import physics as physics

@@ -89,6 +89,9 @@ def _decode(obj):
             new = object.__new__(cls)
             for key, value in obj["fields"].items():
                 object.__setattr__(new, key, _decode(value))
+            for f in dataclasses.fields(cls):  # fields newer than the file: their defaults
+                if f.name not in obj["fields"] and f.default is not dataclasses.MISSING:
+                    object.__setattr__(new, f.name, f.default)
             if cls is PolynomialPath and "domain" not in obj["fields"]:
                 # written before paths recorded their domain: see `stored_domain`
                 object.__setattr__(new, "domain", stored_domain({

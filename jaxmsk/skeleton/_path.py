@@ -49,8 +49,14 @@ class PolynomialPath(eqx.Module):
         fit_moment_arm_rms, fit_moment_arm_max: static per-muscle held-out moment-arm errors
             (m) when the fit was given moment arms (empty otherwise).
         domain: static ((min, max), ...) per coordinate (rad): the box the polynomial was
-            fitted or is valid over; empty when unknown. Outside it the polynomial
-            extrapolates and its errors above do not hold (`outside_domain`).
+            fitted or is valid over; empty when unknown. Outside it the fit's errors above
+            do not hold (`outside_domain`, `domain_excursion`).
+        extrapolation: static, how lengths continue beyond `domain`: "linear" (default:
+            the tangent plane at the nearest point of the box, so moment arms stay at their
+            boundary values; continuous with continuous first derivatives) or "polynomial"
+            (the polynomial itself, which a high degree makes grow fast: arm26's fitted
+            brachialis shortens to its tendon's slack length 0.6 rad past its elbow range and
+            the simulation stalls there).
     """
 
     coefficients: Float[Array, "muscles terms"]
@@ -63,6 +69,7 @@ class PolynomialPath(eqx.Module):
     fit_moment_arm_rms: tuple[float, ...] = eqx.field(static=True, default=())
     fit_moment_arm_max: tuple[float, ...] = eqx.field(static=True, default=())
     domain: tuple[tuple[float, float], ...] = eqx.field(static=True, default=())
+    extrapolation: str = eqx.field(static=True, default="linear")
 
     def __check_init__(self):
         n_terms, n_dofs = len(self.exponents), len(self.exponents[0]) if self.exponents else 0
@@ -76,6 +83,9 @@ class PolynomialPath(eqx.Module):
                 f"PolynomialPath.centre/scale must have shape ({n_dofs},), got "
                 f"{self.centre.shape} and {self.scale.shape}."
             )
+        if self.extrapolation not in ("linear", "polynomial"):
+            raise ValueError(f"PolynomialPath.extrapolation must be 'linear' or 'polynomial', "
+                             f"got {self.extrapolation!r}.")
         if self.domain and (len(self.domain) != n_dofs
                             or any(len(b) != 2 or not b[0] <= b[1] for b in self.domain)):
             raise ValueError(f"PolynomialPath.domain must be {n_dofs} (min, max) pairs with "
@@ -121,13 +131,25 @@ class PolynomialPath(eqx.Module):
         above = jnp.max(q - box[:, 1], axis=0)
         return jnp.maximum(jnp.maximum(below, above), 0.0)
 
+    def _clipped(self, q: Array) -> Array | None:
+        """q clipped into `domain` where the path extends linearly beyond it, else None."""
+        if not self.domain or self.extrapolation != "linear":
+            return None
+        box = np.asarray(self.domain, np.float64)
+        return jnp.clip(q, jnp.asarray(box[:, 0], q.dtype), jnp.asarray(box[:, 1], q.dtype))
+
     def length(self, q: Float[ArrayLike, " dofs"]) -> Float[Array, " muscles"]:
         """MTU lengths l_MT(q) (m) for joint angles q (rad), shape (n_dofs,)."""
         q = jnp.asarray(q)
         if q.shape != (self.n_dofs,):
             raise ValueError(f"q has shape {q.shape}; the path expects ({self.n_dofs},). "
                              "Use jax.vmap for time series or batches.")
-        return self.coefficients @ self._features(q)
+        qc = self._clipped(q)
+        if qc is None:
+            return self.coefficients @ self._features(q)
+        # Outside the box: the tangent at the nearest point of the box (C¹ there).
+        value, slope = jax.jvp(lambda x: self.coefficients @ self._features(x), (qc,), (q - qc,))
+        return value + slope
 
     def moment_arms(self, q: Float[ArrayLike, " dofs"]) -> Float[Array, "muscles dofs"]:
         """Moment arms r = −∂l_MT/∂q (m), shape (n_muscles, n_dofs)."""
@@ -141,6 +163,13 @@ class PolynomialPath(eqx.Module):
         if q.shape != (self.n_dofs,):
             raise ValueError(f"q has shape {q.shape}; the path expects ({self.n_dofs},). "
                              "Use jax.vmap for time series or batches.")
+        qc = self._clipped(q)
+        if qc is not None:
+            length, arms = self._length_and_moment_arms(qc)
+            return length - arms @ (q - qc), arms  # the tangent beyond the box; r constant
+        return self._length_and_moment_arms(q)
+
+    def _length_and_moment_arms(self, q: Array):
         x = (q - self.centre) / self.scale
         powers = [jnp.ones_like(x)]
         for _ in range(self.degree):
@@ -356,7 +385,8 @@ class PolynomialPath(eqx.Module):
                               fit_rms=self.fit_rms, fit_max=self.fit_max,
                               fit_outliers=self.fit_outliers,
                               fit_moment_arm_rms=self.fit_moment_arm_rms,
-                              fit_moment_arm_max=self.fit_moment_arm_max, domain=self.domain)
+                              fit_moment_arm_max=self.fit_moment_arm_max, domain=self.domain,
+                              extrapolation=self.extrapolation)
 
     @property
     def degree(self) -> int:
@@ -371,7 +401,7 @@ class PolynomialPath(eqx.Module):
                     fit_max=list(self.fit_max), fit_outliers=self.fit_outliers,
                     fit_moment_arm_rms=list(self.fit_moment_arm_rms),
                     fit_moment_arm_max=list(self.fit_moment_arm_max),
-                    domain=[list(b) for b in self.domain])
+                    domain=[list(b) for b in self.domain], extrapolation=self.extrapolation)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PolynomialPath":
@@ -383,7 +413,7 @@ class PolynomialPath(eqx.Module):
                    fit_outliers=int(d.get("fit_outliers", 0)),
                    fit_moment_arm_rms=tuple(d.get("fit_moment_arm_rms", ())),
                    fit_moment_arm_max=tuple(d.get("fit_moment_arm_max", ())),
-                   domain=stored_domain(d))
+                   domain=stored_domain(d), extrapolation=d.get("extrapolation", "linear"))
 
 
 def stored_domain(d: dict) -> tuple[tuple[float, float], ...]:
