@@ -38,6 +38,7 @@ from ._scale import scale_parameters as scale_parameters
 from ._simulate import Trajectory as Trajectory
 from ._simulate import simulate as simulate
 from ._solvers import StabilizedRK3 as StabilizedRK3
+from .io import load_mujoco as load_mujoco
 from .io import load_osim as load_osim
 from .muscle import CEINMSActivation as CEINMSActivation
 from .muscle import DeGrooteActivation as DeGrooteActivation

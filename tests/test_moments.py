@@ -164,7 +164,7 @@ def test_calibration_recovers_hidden_emg_parameters(walking):
     made = type(rec)(**{**rec.__dict__, "moments": tau})
     windows = made.alternating_windows(0.1)
     cal = calibrate_moments(model, made, windows, fit=("emg_gain", "delay"),
-                            regularisation=0.0, max_steps=60)
+                            regularisation=0.0, max_steps=25)
     np.testing.assert_allclose(cal.params.emg_gain, gains, rtol=1e-4)
     assert abs(float(cal.params.delay) - 0.06) < 1e-5
     test = ~made.windows(windows)

@@ -4,6 +4,10 @@
   loaded `opensim.Model`.
 - `_osim.py`: `load_osim` (an .osim file as a `Model`, paths fitted to OpenSim's) and
   `write_osim_polynomial_paths` (an .osim whose muscles follow a model's polynomial paths).
+- `_mjcf.py`: `load_mujoco` (a MuJoCo/MyoSuite MJCF file as a `Model`, paths fitted to
+  MuJoCo's actuator lengths).
+- `_osim_paths.py`: muscle paths as one polynomial (OpenSim FunctionBasedPaths read, other
+  paths fitted per muscle over the coordinates it crosses).
 - `_sto.py`: OpenSim .sto/.mot and CSV tables (`read_sto`, `write_sto`, `read_csv`,
   `write_csv`, `Table`).
 - `_cohort_files.py`: `save_cohort` / `load_cohort` (a folder of npz + JSON).
@@ -21,6 +25,7 @@ from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._cohort_files import load_cohort as load_cohort
 from ._cohort_files import save_cohort as save_cohort
+from ._mjcf import load_mujoco as load_mujoco
 from ._osim import load_osim as load_osim
 from ._osim import write_osim_polynomial_paths as write_osim_polynomial_paths
 from ._osim_skeleton import chain_from_opensim as chain_from_opensim

@@ -120,6 +120,8 @@ class SerialChain(AbstractSkeleton):
         child_offset: (n, 3) m, child-frame origins in the child body (default zero).
         child_rotation: (n, 3, 3) child-frame orientations (default identity).
         gravity: (3,) m/s² in ground, default (0, −9.80665, 0).
+        armature: (n,) kg·m², rotor inertia added to each joint's own diagonal of the mass
+            matrix (MuJoCo's `armature`: T gains ½·Σ aᵢ·q̇ᵢ²); default none (None = 0).
 
     Massless bodies are allowed, but the mass matrix is then positive definite only if every
     joint still moves some inertia; `acceleration` of a singular chain is not finite.
@@ -137,6 +139,7 @@ class SerialChain(AbstractSkeleton):
     com: Float[Array, "dofs 3"]
     inertia: Float[Array, "dofs 3 3"]
     gravity: Float[Array, "3"]
+    armature: Float[Array, " dofs"] | None = None
 
     def __init__(
         self,
@@ -150,6 +153,7 @@ class SerialChain(AbstractSkeleton):
         child_offset: ArrayLike | None = None,
         child_rotation: ArrayLike | None = None,
         gravity: ArrayLike = STANDARD_GRAVITY,
+        armature: ArrayLike | None = None,
     ):
         owner = "SerialChain"
         mass = as_float_array(mass)
@@ -194,6 +198,8 @@ class SerialChain(AbstractSkeleton):
         self.com = arrays["com"]
         self.inertia = arrays["inertia"]
         self.gravity = arrays["gravity"]
+        self.armature = None if armature is None else check_nonnegative(
+            f"{owner}.armature", _field(owner, "armature", armature, (n,)).astype(dtype))
 
     @property
     def n_dofs(self) -> int:
@@ -251,7 +257,8 @@ class SerialChain(AbstractSkeleton):
         (rot, _), (rot_dot, com_dot) = jax.jvp(self._com_positions, (q,), (qdot,))
         omega = jax.vmap(_vee)(jnp.einsum("nji,njk->nik", rot, rot_dot))  # body frame
         trans = 0.5 * jnp.sum(self.mass * jnp.sum(com_dot**2, axis=-1))
-        return trans + 0.5 * jnp.einsum("ni,nij,nj->", omega, self.inertia, omega)
+        rotors = 0.0 if self.armature is None else 0.5 * jnp.sum(self.armature * qdot**2)
+        return trans + 0.5 * jnp.einsum("ni,nij,nj->", omega, self.inertia, omega) + rotors
 
     def _potential(self, q: Array) -> Array:
         _, com = self._com_positions(q)
@@ -309,6 +316,8 @@ class SerialChain(AbstractSkeleton):
                     rows[i][j] = rows[i][j] + self.mass[b] * (lin[i] @ lin[j]) + axes[i] @ ang[j]
         mass = jnp.stack([jnp.stack([rows[max(i, j)][min(i, j)] for j in range(n)])
                           for i in range(n)])
+        if self.armature is not None:
+            mass = mass + jnp.diag(self.armature.astype(dtype))
         # Recursive Newton–Euler at q̈ = 0: forward velocities and accelerations...
         omega = jnp.zeros(3, dtype)
         alpha = jnp.zeros(3, dtype)
