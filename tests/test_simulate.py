@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import SIM_ABS_X, opensim_block_simulation
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxmsk as msk
 
@@ -194,27 +196,50 @@ def test_leaving_the_paths_box_is_reported_and_staying_inside_is_not():
                                rtol=1e-6)
 
 
-def test_arm26_random_excitations_finish_with_the_default_solver():
-    """arm26, 1 s, excitations anywhere in [0.01, 1] (eight random piecewise-linear patterns
-    and six sinusoids between 0.05 and 0.65 at 0.4–2.5 Hz, which stopped at diffrax's
-    100,000-step limit before the paths continued linearly beyond their box): every run
-    finishes with the default settings, and the runs that leave the paths' box are named."""
+def _random_batch(model, seed, n, ts):
+    """n piecewise-linear excitation patterns anywhere in [0.01, 1] (6 knots per muscle) and
+    initial angles in the middle 60 % of the paths' box."""
+    rng = np.random.default_rng(seed)
+    knots = rng.uniform(0.01, 1.0, (n, 6, model.n_muscles))
+    exc = [np.stack([np.interp(ts, np.linspace(ts[0], ts[-1], 6), k[:, j])
+                     for j in range(model.n_muscles)], 1) for k in knots]
+    box = np.asarray(model.path.domain)
+    q0 = rng.uniform(box[:, 0] + 0.2 * np.ptp(box, 1), box[:, 1] - 0.2 * np.ptp(box, 1),
+                     (n, model.n_dofs))
+    return np.stack(exc), q0
+
+
+@settings(max_examples=2, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_arm26_random_excitations_finish_with_the_default_solver(seed):
+    """arm26, 1 s, excitations anywhere in [0.01, 1] (random piecewise-linear patterns, and
+    six sinusoids between 0.05 and 0.65 at 0.4–2.5 Hz that stopped at diffrax's 100,000-step
+    limit before the paths continued linearly beyond their box): every run finishes with the
+    default settings, and the runs that leave the paths' box are named."""
     from jaxmsk.distributed import simulate_batch
 
     model = msk.models.arm26()
-    rng = np.random.default_rng(1)
     ts = np.linspace(0.0, 1.0, 101)
-    knots = rng.uniform(0.01, 1.0, (8, 6, 6))
-    exc = [np.stack([np.interp(ts, np.linspace(0, 1, 6), k[:, j]) for j in range(6)], 1)
-           for k in knots]
+    exc, q0 = _random_batch(model, seed, 2, ts)
     sines = np.random.default_rng(0)
     f, phase = sines.uniform(0.4, 2.5, 6), sines.uniform(0, 2 * np.pi, 6)
-    exc.append(0.35 + 0.3 * np.sin(2 * np.pi * f * ts[:, None] + phase))
-    box = np.asarray(model.path.domain)
-    q0 = rng.uniform(box[:, 0] + 0.2 * np.ptp(box, 1), box[:, 1] - 0.2 * np.ptp(box, 1), (9, 2))
-    q0[-1] = (0.0, 1.0)
+    exc = np.concatenate([exc, (0.35 + 0.3 * np.sin(2 * np.pi * f * ts[:, None] + phase))[None]])
+    q0 = np.concatenate([q0, [[0.0, 1.0]]])
     with pytest.warns(RuntimeWarning, match="trajectories leave the box"):
-        tr = simulate_batch(model, np.stack(exc), ts, q0=q0, throw=False)
+        tr = simulate_batch(model, exc, ts, q0=q0, throw=False)
     assert np.all(np.asarray(tr.result) == 0), np.asarray(tr.result)
     assert np.all(np.isfinite(np.asarray(tr.q)))
     assert float(np.asarray(tr.path_domain_excursion)[-1, 1]) > 0.1  # the sinusoids' elbow
+
+
+@settings(max_examples=2, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_wrist_random_excitations_finish_with_the_default_solver(seed):
+    from jaxmsk.distributed import simulate_batch
+
+    model = msk.models.wrist()
+    ts = np.linspace(0.0, 1.0, 101)
+    exc, q0 = _random_batch(model, seed, 3, ts)
+    tr = simulate_batch(model, exc, ts, q0=q0, throw=False)
+    assert np.all(np.asarray(tr.result) == 0), np.asarray(tr.result)
+    assert np.all(np.isfinite(np.asarray(tr.q)))
