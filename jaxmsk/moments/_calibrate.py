@@ -105,6 +105,9 @@ def normalise_windows(windows) -> tuple[tuple[float, float], ...]:
 
 def _resolve(fit) -> tuple[str, ...]:
     names = tuple(ALIASES.get(f, f) for f in fit)
+    if not names:
+        raise ValueError(f"calibrate_moments: fit names no parameter; choose from "
+                         f"{list(FITTABLE)}.")
     unknown = [f for f in names if f not in FITTABLE]
     if unknown:
         raise ValueError(f"calibrate_moments: fit names {unknown}; choose from {list(FITTABLE)} "
@@ -128,7 +131,8 @@ def calibrate_moments(model: EMGDrivenModel, recording: MomentRecording, windows
         fit: parameters to fit (names of `MomentParameters` fields; aliases F_max, l_opt,
             l_ts, A). Strength is per muscle; only driven muscles' strengths are fitted.
         nominal: the start and prior (default `MomentParameters.nominal`).
-        regularisation: weight of Σ x² on the unbounded parameters (x = 0 is nominal).
+        regularisation: weight w of the prior term w·Σx²/n on the n unbounded parameters
+            x (x = 0 is nominal), added to the mean squared relative moment error.
         max_steps: Levenberg–Marquardt iterations.
     """
     import optimistix as optx
