@@ -114,6 +114,8 @@ def test_channels_map_to_muscles_by_name_and_say_what_they_cannot_match(walking)
     with pytest.raises(ValueError, match=r"mapping\['ta'\] names muscles \['tibant'\]"):
         map_channels(["ta"], muscles, mapping={"ta": ["tibant"]})
     assert map_channels(["ta"], muscles, mapping={"ta": "tibant_r"}) == {"ta": ["tibant_r"]}
+    assert map_channels(["ta", "noise"], muscles, mapping={"ta": "tibant_r", "noise": []}) == {
+        "ta": ["tibant_r"], "noise": []}  # [] leaves a channel out
 
 
 def test_recording_errors_name_the_file_and_the_fix(tmp_path):

@@ -79,8 +79,8 @@ def map_channels(channels, muscles, *, side: str | None = None,
         muscles: the model's muscle names.
         side: "r" or "l": the leg (arm) the EMG was recorded on, for models with both sides
             (muscle names ending in _r/_l). Needed when a channel matches muscles of both.
-        mapping: {channel: [muscle, ...]} given by the user; channels it leaves out are
-            matched by name as below.
+        mapping: {channel: [muscle, ...]} given by the user ([] leaves the channel out);
+            channels it does not name are matched by name as below.
 
     A channel matches, in this order: the muscles `mapping` gives it; a muscle of the same
     name (with the side suffix); the muscles `EMG_CHANNEL_MUSCLES` lists for it.
