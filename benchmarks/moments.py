@@ -44,21 +44,17 @@ def _best(fn, *args, repeat=5):
 def _opensim(model_file, paths, muscles, q, crossed):
     import opensim as osim
 
-    from jaxmsk.io._osim import set_pose
+    from jaxmsk.io._osim import pose_constraints, set_pose
+    from jaxmsk.moments._load import opensim_model_with_paths
 
     osim.Logger.setLevelString("error")
-    if paths is None:
-        m = osim.Model(str(model_file))
-    else:
-        proc = osim.ModelProcessor(str(model_file))
-        proc.append(osim.ModOpReplacePathsWithFunctionBasedPaths(str(paths)))
-        m = proc.process()
-    s = m.initSystem()
+    m, s = opensim_model_with_paths(osim, model_file, paths)
     cs = {c: m.getCoordinateSet().get(c) for c in COORDS}
     ms = [m.getMuscles().get(n) for n in muscles]
+    constraints = pose_constraints(m)
     t0 = time.perf_counter()
     for qi in q:
-        set_pose(m, s, [cs[c] for c in COORDS], qi)
+        set_pose(m, s, [cs[c] for c in COORDS], qi, constraints)
         [x.getLength(s) for x in ms]
         [[x.computeMomentArm(s, cs[c]) for c in crossed[n]] for x, n in zip(ms, muscles)]
     return (time.perf_counter() - t0) / len(q)

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import opensim as osim  # the oracle: imported unconditionally, so a missing OpenSim fails
 import pytest
 
 from jaxmsk.io import read_sto, write_sto
@@ -20,8 +21,7 @@ from jaxmsk.moments import (
     metrics,
     read_moment_recording,
 )
-
-osim = pytest.importorskip("opensim")  # a test dependency; CI installs it (never skipped there)
+from jaxmsk.moments._load import opensim_model_with_paths
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "opensim-walking"
 MODEL = DATA / "subject_walk_scaled.osim"
@@ -40,13 +40,7 @@ def walking():
 
 def _opensim_poses(model_file, paths, muscles, coordinates, q, with_arms=True):
     """OpenSim's lengths and moment arms at the poses q (constraints assembled)."""
-    if paths is None:
-        m = osim.Model(str(model_file))
-    else:
-        proc = osim.ModelProcessor(str(model_file))
-        proc.append(osim.ModOpReplacePathsWithFunctionBasedPaths(str(paths)))
-        m = proc.process()
-    s = m.initSystem()
+    m, s = opensim_model_with_paths(osim, model_file, paths)
     cs = [m.getCoordinateSet().get(c) for c in coordinates]
     ms = [m.getMuscles().get(n) for n in muscles]
     lengths, arms = [], []
@@ -221,3 +215,13 @@ def test_moments_cli_on_the_walking_recording(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(args[:-4] + ["--side", "r", "--calibrate", "9:10", "--overwrite"]) == 2
     assert "0 calibration" in capsys.readouterr().err
+
+
+def test_calibration_says_when_the_kinematics_leave_the_paths_domain(walking):
+    """The knee taken 3 rad past its range: the calibration warns, naming the coordinate."""
+    model, _, rec = walking
+    q = np.array(rec.q)
+    q[:, 3] += 3.0
+    far = type(rec)(**{**rec.__dict__, "q": q})
+    with pytest.warns(RuntimeWarning, match=r"leave the muscle paths' domain by \{'knee_angle_r'"):
+        calibrate_moments(model, far, far.alternating_windows(0.1), fit=("delay",), max_steps=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,9 +160,7 @@ def run_moments(out: Path, *, model: str, emg: str, kinematics: str, moments: st
     excursion = np.asarray(emg_model.path.domain_excursion(recording.q))
     outside = {c: round(float(e), 4) for c, e in zip(emg_model.coordinate_names, excursion)
                if e > 1e-6}
-    if outside:
-        warnings.warn(f"jaxmsk moments: the kinematics leave the muscle paths' domain by "
-                      f"{outside} rad; the path polynomials extrapolate there.", stacklevel=2)
+    # calibrate_moments warns when the kinematics leave the paths' domain
     cal = calibrate_moments(emg_model, recording, windows, fit=fields, max_steps=max_steps)
     args = (recording.emg, recording.q, recording.qdot, recording.rate, recording.lead)
     tau = np.asarray(emg_model.moments(cal.params, *args))

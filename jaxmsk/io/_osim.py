@@ -88,8 +88,9 @@ def model_curves(osim, objs, names, path) -> DeGrooteCurves:
     return DeGrooteCurves.opensim(**chosen)
 
 
-def _couplers(osim_model):
-    """(enforced CoordinateCouplerConstraints, whether other enforced constraints exist)."""
+def pose_constraints(osim_model):
+    """(enforced CoordinateCouplerConstraints as (function, scale, independent, dependent),
+    whether other enforced constraints exist): what `set_pose` needs, computed once."""
     import opensim as osim
 
     couplers, other = [], False
@@ -109,17 +110,18 @@ def _couplers(osim_model):
     return couplers, other
 
 
-def set_pose(osim_model, state, coords, values) -> None:
+def set_pose(osim_model, state, coords, values, constraints=None) -> None:
     """Set coordinates and realise positions, with the model's constraints satisfied:
     each CoordinateCouplerConstraint's dependent coordinate (e.g. the patella's, which
     follows the knee angle) is set to scale·f(independent ones); other enforced
     constraints are met by OpenSim's assembly. Setting values alone would leave dependent
-    coordinates where they were, and the paths over the patella wrong by up to 1 cm."""
+    coordinates where they were, and the paths over the patella wrong by up to 1 cm.
+    Loops pass `constraints=pose_constraints(osim_model)` to read them once."""
     import opensim as osim
 
     for c, v in zip(coords, values):
         c.setValue(state, float(v), False)
-    couplers, other = _couplers(osim_model)
+    couplers, other = pose_constraints(osim_model) if constraints is None else constraints
     for fn, scale, independent, dependent in couplers:
         x = osim.Vector([c.getValue(state) for c in independent])
         dependent.setValue(state, scale * fn.calcValue(x), False)
@@ -143,8 +145,9 @@ def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray,
     objs = [muscle_set.get(name) for name in muscles]
     out = np.empty((q.shape[0], len(objs)))
     arms = np.empty((q.shape[0], len(objs), len(coords)))
+    constraints = pose_constraints(osim_model)
     for i, qi in enumerate(q):
-        set_pose(osim_model, state, coords, qi)
+        set_pose(osim_model, state, coords, qi, constraints)
         out[i] = [m.getLength(state) for m in objs]
         if moment_arms:
             arms[i] = [[m.computeMomentArm(state, c) for c in coords] for m in objs]

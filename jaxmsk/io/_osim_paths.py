@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..skeleton._path import PolynomialPath
-from ._osim import set_pose
+from ._osim import pose_constraints, set_pose
 
 _CROSSING_ARM = 1e-4
 """|dl/dq| (m/rad) above which a sampled muscle is taken to cross a coordinate."""
@@ -74,8 +74,10 @@ def probe_crossed(osim_model, state, muscles, candidates, box, rng, n_probe=3, s
     coords = [coord_set.get(c) for c in candidates]
     arms = np.zeros((len(muscles), len(candidates)))
 
+    constraints = pose_constraints(osim_model)
+
     def lengths(q):
-        set_pose(osim_model, state, coords, q)
+        set_pose(osim_model, state, coords, q, constraints)
         return np.array([m.getLength(state) for m in muscles])
 
     for _ in range(n_probe):

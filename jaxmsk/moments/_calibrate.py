@@ -152,6 +152,14 @@ def calibrate_moments(model: EMGDrivenModel, recording: MomentRecording, windows
                          "the "
                          f"recording ({recording.time[0]:g}–{recording.time[-1]:g} s); give at "
                          "least 10.")
+    excursion = np.asarray(model.path.domain_excursion(recording.q))
+    if np.any(excursion > 1e-6):
+        beyond = {c: round(float(e), 4) for c, e in zip(model.coordinate_names, excursion)
+                  if e > 1e-6}
+        warnings.warn(f"calibrate_moments: the kinematics leave the muscle paths' domain by "
+                      f"{beyond} rad; there lengths and moment arms are extrapolated (linearly) "
+                      "and the moments may be wrong. Fit the paths over the motion's range "
+                      "(load_emg_driven_model(..., ranges=...)).", RuntimeWarning, stacklevel=2)
     if nominal is None:
         nominal = MomentParameters.nominal(len(model.muscle_names), len(model.channel_names))
     f = jnp.result_type(float)

@@ -13,7 +13,9 @@ from ..muscle import DeGrooteFregly2016Muscle, MuscleParameters
 from ._model import EMGDrivenModel, map_channels, mapping_matrix
 
 
-def _opensim_model(osim, path, paths):
+def opensim_model_with_paths(osim, path, paths):
+    """An initialised `opensim.Model` (and its state), `paths` (a FunctionBasedPathSet .xml)
+    applied when given."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_emg_driven_model: no such model file {path!r}.")
@@ -88,7 +90,7 @@ def load_emg_driven_model(path, channels, *, side: str | None = None,
         the path's source and the coordinates it crosses.
     """
     osim = import_opensim()
-    omodel, state = _opensim_model(osim, path, paths)
+    omodel, state = opensim_model_with_paths(osim, path, paths)
     muscle_set = omodel.getMuscles()
     all_muscles = [muscle_set.get(i).getName() for i in range(muscle_set.getSize())]
     if not all_muscles:
