@@ -44,7 +44,7 @@ def _best(fn, *args, repeat=5):
 def _opensim(model_file, paths, muscles, q, crossed):
     import opensim as osim
 
-    from jaxmsk.io._osim import pose_constraints, set_pose
+    from jaxmsk.io._osim_pose import pose_constraints, set_pose
     from jaxmsk.moments._load import opensim_model_with_paths
 
     osim.Logger.setLevelString("error")

@@ -54,6 +54,7 @@ from .muscle import TwoPoleState as TwoPoleState
 from .skeleton import CoordinateLimitForce as CoordinateLimitForce
 from .skeleton import Hinge as Hinge
 from .skeleton import JointPassive as JointPassive
+from .skeleton import JointTree as JointTree
 from .skeleton import PolynomialPath as PolynomialPath
 from .skeleton import SerialChain as SerialChain
 from .skeleton import Slider as Slider

@@ -2,10 +2,13 @@
 
 - `_osim_skeleton.py`: `chain_from_opensim`, a `SerialChain` and passive elements from a
   loaded `opensim.Model`.
+- `_osim_tree.py`: `tree_from_opensim`, a `JointTree` (CustomJoints with spline and
+  polynomial functions, couplers eliminated, branches) from a loaded `opensim.Model`.
 - `_osim.py`: `load_osim` (an .osim file as a `Model`, paths fitted to OpenSim's) and
   `write_osim_polynomial_paths` (an .osim whose muscles follow a model's polynomial paths).
 - `_mjcf.py`: `load_mujoco` (a MuJoCo/MyoSuite MJCF file as a `Model`, paths fitted to
   MuJoCo's actuator lengths).
+- `_osim_pose.py`: the `opensim` import and `set_pose` (coordinates set, couplers satisfied).
 - `_osim_paths.py`: muscle paths as one polynomial (OpenSim FunctionBasedPaths read, other
   paths fitted per muscle over the coordinates it crosses).
 - `_sto.py`: OpenSim .sto/.mot and CSV tables (`read_sto`, `write_sto`, `read_csv`,
@@ -29,6 +32,7 @@ from ._mjcf import load_mujoco as load_mujoco
 from ._osim import load_osim as load_osim
 from ._osim import write_osim_polynomial_paths as write_osim_polynomial_paths
 from ._osim_skeleton import chain_from_opensim as chain_from_opensim
+from ._osim_tree import tree_from_opensim as tree_from_opensim
 from ._recordings import export_recordings as export_recordings
 from ._recordings import load_recordings as load_recordings
 from ._sto import Table as Table

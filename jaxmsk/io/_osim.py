@@ -1,10 +1,11 @@
 """`load_osim`: an OpenSim model file as a jaxmsk `Model` (needs the `opensim` package).
 
-Skeleton (serial chain of single-axis rotational joints), gravity and coordinate passive
-forces come from `chain_from_opensim`; every muscle, whatever its OpenSim class, becomes a
-De Groote–Fregly 2016 muscle with the file's F_max, l_opt, l_ts, α_opt and v_max; the muscle
-paths (via points, conditional points, wrapping surfaces...) are sampled with OpenSim over
-the coordinates' ranges and fitted by polynomials whose degree is chosen by held-out error.
+Skeleton (a `SerialChain` of revolute joints, or a `JointTree` of function-based joints),
+gravity and coordinate passive forces come from `chain_from_opensim` / `tree_from_opensim`;
+every muscle, whatever its OpenSim class, becomes a De Groote–Fregly 2016 muscle with the
+file's F_max, l_opt, l_ts, α_opt and v_max; the muscle paths (via points, conditional
+points, wrapping surfaces...) are sampled with OpenSim over the coordinates' ranges and
+fitted by polynomials whose degree is chosen by held-out error (FunctionBasedPaths read).
 """
 
 from __future__ import annotations
@@ -17,20 +18,9 @@ import numpy as np
 
 from .._model import Model
 from ..muscle import DeGrooteActivation, DeGrooteCurves, DeGrooteFregly2016Muscle, MuscleParameters
+from ..skeleton import SerialChain
 from ..skeleton._path import PolynomialPath
-
-
-def import_opensim():
-    """The `opensim` module, or an ImportError that says how to install it."""
-    try:
-        import opensim
-    except ImportError as err:
-        raise ImportError(
-            "load_osim needs OpenSim's Python package: pip install 'opensim==4.6.*' "
-            "(or pip install 'jaxmsk[test]'). The built-in models (jaxmsk.models) need no OpenSim."
-        ) from err
-    opensim.Logger.setLevelString("error")
-    return opensim
+from ._osim_pose import import_opensim, sample_mtu_lengths
 
 
 def _muscle_activation_time_constants(osim, muscle) -> tuple[float, float]:
@@ -88,135 +78,99 @@ def model_curves(osim, objs, names, path) -> DeGrooteCurves:
     return DeGrooteCurves.opensim(**chosen)
 
 
-def pose_constraints(osim_model):
-    """(enforced CoordinateCouplerConstraints as (function, scale, independent, dependent),
-    whether other enforced constraints exist): what `set_pose` needs, computed once."""
-    import opensim as osim
-
-    couplers, other = [], False
-    for con in osim_model.getConstraintSet():
-        if not con.get_isEnforced():
-            continue
-        c = osim.CoordinateCouplerConstraint.safeDownCast(con)
-        if c is None:
-            other = True
-            continue
-        names = c.getIndependentCoordinateNames()
-        scale = osim.PropertyHelper.getValueDouble(c.getPropertyByName("scale_factor"))
-        couplers.append((c.getFunction(), scale,
-                         [osim_model.getCoordinateSet().get(names.get(i))
-                          for i in range(names.getSize())],
-                         osim_model.getCoordinateSet().get(c.getDependentCoordinateName())))
-    return couplers, other
-
-
-def set_pose(osim_model, state, coords, values, constraints=None) -> None:
-    """Set coordinates and realise positions, with the model's constraints satisfied:
-    each CoordinateCouplerConstraint's dependent coordinate (e.g. the patella's, which
-    follows the knee angle) is set to scale·f(independent ones); other enforced
-    constraints are met by OpenSim's assembly. Setting values alone would leave dependent
-    coordinates where they were, and the paths over the patella wrong by up to 1 cm.
-    Loops pass `constraints=pose_constraints(osim_model)` to read them once."""
-    import opensim as osim
-
-    for c, v in zip(coords, values):
-        c.setValue(state, float(v), False)
-    couplers, other = pose_constraints(osim_model) if constraints is None else constraints
-    for fn, scale, independent, dependent in couplers:
-        x = osim.Vector([c.getValue(state) for c in independent])
-        dependent.setValue(state, scale * fn.calcValue(x), False)
-    if other:
-        osim_model.assemble(state)
-        moved = max(abs(c.getValue(state) - float(v)) for c, v in zip(coords, values))
-        if moved > 1e-4:  # assembly tolerance; 1e-4 rad moves a 5-cm moment arm by 5 µm
-            raise ValueError(f"OpenSim's assembly moved the coordinates by {moved:.3g} to "
-                             f"satisfy the model's constraints at {list(values)}; the sampled "
-                             "pose is not one the model can take.")
-    osim_model.realizePosition(state)
-
-
-def sample_mtu_lengths(osim_model, state, coordinates, muscles, q: np.ndarray,
-                       moment_arms: bool = False):
-    """OpenSim's MTU lengths (m), (n_samples, n_muscles), at the coordinate samples q;
-    with `moment_arms`, also OpenSim's moment arms (m), (n_samples, n_muscles, n_dofs)."""
-    coord_set = osim_model.getCoordinateSet()
-    coords = [coord_set.get(name) for name in coordinates]
-    muscle_set = osim_model.getMuscles()
-    objs = [muscle_set.get(name) for name in muscles]
-    out = np.empty((q.shape[0], len(objs)))
-    arms = np.empty((q.shape[0], len(objs), len(coords)))
-    constraints = pose_constraints(osim_model)
-    for i, qi in enumerate(q):
-        set_pose(osim_model, state, coords, qi, constraints)
-        out[i] = [m.getLength(state) for m in objs]
-        if moment_arms:
-            arms[i] = [[m.computeMomentArm(state, c) for c in coords] for m in objs]
-    return (out, arms) if moment_arms else out
+def opensim_model_with_paths(osim, path, paths, owner: str = "load_emg_driven_model"):
+    """An initialised `opensim.Model` (and its state), `paths` (a FunctionBasedPathSet .xml)
+    applied when given."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{owner}: no such model file {path!r}.")
+    if paths is None:
+        model = osim.Model(path)
+    else:
+        paths = os.fspath(paths)
+        if not os.path.isfile(paths):
+            raise FileNotFoundError(f"{owner}: no such path set {paths!r} "
+                                    "(a FunctionBasedPathSet .xml).")
+        processor = osim.ModelProcessor(path)
+        processor.append(osim.ModOpReplacePathsWithFunctionBasedPaths(paths))
+        try:
+            model = processor.process()
+        except Exception as err:  # OpenSim raises its own exception types
+            raise ValueError(f"{owner}: OpenSim could not apply the path set "
+                             f"{paths}: {err}") from None
+    state = model.initSystem()
+    return model, state
 
 
 def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
-              n_samples=None, max_degree=10, seed=0):
+              paths=None, n_samples=None, max_degree=10, seed=0):
     """Read an OpenSim model into a jaxmsk `Model`.
 
     Args:
         path: the .osim file.
-        coordinates: names of the coordinates to keep, in order (default: all, file order).
-            Coordinates left out are locked at their default values.
-        muscles: names of the muscles to keep (default: all, file order).
+        coordinates: names of the coordinates to keep (the order of q; default: every
+            coordinate not locked in the file, less the dependent ones of coupler
+            constraints). Coordinates left out are held at their default values.
+        muscles: names of the muscles to keep (default: all; for models read as a
+            `JointTree` or over more than two coordinates, all that cross a kept coordinate).
         tendon: "compliant" or "rigid" for every muscle (default: compliant unless every
             muscle in the file has `ignore_tendon_compliance`).
-        ranges: {coordinate: (min, max)} (rad) to sample the paths over instead of the
-            file's coordinate ranges, e.g. the range a task uses. OpenSim's wrapping makes
+        ranges: {coordinate: (min, max)} (rad or m) to sample the paths over instead of the
+            file's coordinate ranges, e.g. the range a task uses: the paths' recorded
+            `domain`, outside which `simulate` and `identify` warn. OpenSim's wrapping makes
             some paths jump or kink over the full range (arm26's TRIlong above ~0.7 rad
             shoulder elevation), which no smooth surrogate follows; a task range avoids that.
-        n_samples: path samples over the coordinate ranges (default 600·n_dofs, at least 600).
-        max_degree: highest polynomial degree tried for the paths.
+        paths: a FunctionBasedPathSet .xml (OpenSim's own polynomial paths, e.g. the one
+            Moco's example3DWalking ships) applied with OpenSim's
+            `ModOpReplacePathsWithFunctionBasedPaths`; its polynomials are then read exactly.
+        n_samples: path samples (default 600·n_dofs, at least 600; for per-muscle fits,
+            400 per coordinate a group of muscles crosses).
+        max_degree: highest polynomial degree tried for the paths (per-muscle fits over
+            three or more coordinates: at most 6).
 
-    The paths are fitted to OpenSim's lengths and moment arms (`computeMomentArm`) together.
+    Skeleton: a serial chain of revolute joints (`PinJoint`s, one-coordinate
+    `CustomJoint`s) becomes a `SerialChain`; anything else `tree_from_opensim` reads
+    becomes a `JointTree` (three-axis hips, knees whose translations and rotations are
+    splines or polynomials of the knee angle, the patella's `CoordinateCouplerConstraint`
+    eliminated, several branches). Both check their body poses against OpenSim's.
+
+    Paths are fitted to OpenSim's lengths and moment arms (`computeMomentArm`) together:
+    for one or two coordinates over all of them; for more, or a `JointTree`, per muscle over
+    only the coordinates it crosses (`FunctionBasedPath` polynomials are read exactly).
     The muscles' curve constants (tendon strain at one normalised force, passive fibre strain,
     active-force width) are read from De Groote, Thelen and Millard muscles as OpenSim's
     `replaceMuscles` carries them over.
 
     Returns a `Model`; `model.path.fit_rms` / `fit_max` hold the held-out length errors (m)
-    and `fit_moment_arm_rms` / `fit_moment_arm_max` the moment-arm errors (m) per muscle of
-    the chosen polynomial degree (`model.path.degree`).
+    and `fit_moment_arm_rms` / `fit_moment_arm_max` the moment-arm errors (m) per muscle.
 
-    Raises ValueError naming the joint for joints other than single-axis rotations, and
+    Raises ValueError naming the joint, function or constraint jaxmsk cannot read, and
     warns (never silently drops) about force elements acting on the coordinates that are
     not supported.
     """
     osim = import_opensim()
+    from ._osim_paths import crossing, polynomial_paths
     from ._osim_skeleton import chain_from_opensim
+    from ._osim_tree import tree_from_opensim
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_osim: no such file {path!r}.")
-    osim_model = osim.Model(path)
-    state = osim_model.initSystem()
-    skeleton, coord_names, passive, skipped = chain_from_opensim(osim_model, coordinates)
+    osim_model, state = opensim_model_with_paths(osim, path, paths, "load_osim")
+    try:
+        skeleton, coord_names, passive, skipped = chain_from_opensim(osim_model, coordinates)
+    except ValueError:  # not a serial chain of revolute joints: the general tree
+        skeleton, coord_names, passive, skipped = tree_from_opensim(osim_model, coordinates)
+    per_muscle = (not isinstance(skeleton, SerialChain) or len(coord_names) > 2
+                  or paths is not None)
 
     muscle_set = osim_model.getMuscles()
     all_muscles = [muscle_set.get(i).getName() for i in range(muscle_set.getSize())]
-    if muscles is None:
-        muscles = all_muscles
-    unknown = [m for m in muscles if m not in all_muscles]
+    unknown = [m for m in (muscles or []) if m not in all_muscles]
     if unknown:
         raise ValueError(f"load_osim: muscles {unknown} are not in {path}; it has {all_muscles}.")
-    if not muscles:
-        raise ValueError(f"load_osim: {path} has no muscles to load.")
-    objs = [muscle_set.get(m) for m in muscles]
-    fields = np.array([[m.getMaxIsometricForce(), m.getOptimalFiberLength(),
-                        m.getTendonSlackLength(), m.getPennationAngleAtOptimalFiberLength(),
-                        m.getMaxContractionVelocity()] for m in objs])
-    taus = np.array([_muscle_activation_time_constants(osim, m) for m in objs])
-    if tendon is None:
-        rigid = [m.get_ignore_tendon_compliance() for m in objs]
-        tendon = "rigid" if all(rigid) else "compliant"
-        if any(rigid) and not all(rigid):
-            warnings.warn(f"load_osim: {path} mixes rigid and compliant tendons; all muscles are "
-                          "loaded with compliant tendons (pass tendon= to choose).", stacklevel=2)
 
-    # Sample the paths uniformly over the coordinates' ranges (or the given task ranges).
+    # The box the paths are sampled over: the coordinates' ranges or the given task ranges.
     coord_set = osim_model.getCoordinateSet()
     box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
                     for c in coord_names])
@@ -231,13 +185,39 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
                 raise ValueError(f"load_osim: ranges[{c!r}] = {r}; give (min, max) in rad "
                                  "with min < max.")
             box[coord_names.index(c)] = (lo, hi)
+    if muscles is None:
+        muscles = all_muscles
+        if per_muscle and muscles:
+            crossed = crossing(osim_model, state, muscles, coord_names, box, seed)
+            muscles = [m for m in muscles if crossed[m]]
+    if not muscles:
+        raise ValueError(f"load_osim: {path} has no muscles crossing {coord_names} to load.")
+    objs = [muscle_set.get(m) for m in muscles]
+    fields = np.array([[m.getMaxIsometricForce(), m.getOptimalFiberLength(),
+                        m.getTendonSlackLength(), m.getPennationAngleAtOptimalFiberLength(),
+                        m.getMaxContractionVelocity()] for m in objs])
+    taus = np.array([_muscle_activation_time_constants(osim, m) for m in objs])
+    if tendon is None:
+        rigid = [m.get_ignore_tendon_compliance() for m in objs]
+        tendon = "rigid" if all(rigid) else "compliant"
+        if any(rigid) and not all(rigid):
+            warnings.warn(f"load_osim: {path} mixes rigid and compliant tendons; all muscles are "
+                          "loaded with compliant tendons (pass tendon= to choose).", stacklevel=2)
+
     n_dofs = len(coord_names)
-    n = max(600, 600 * n_dofs) if n_samples is None else int(n_samples)
-    rng = np.random.default_rng(seed)
-    q = rng.uniform(box[:, 0], box[:, 1], size=(n, n_dofs))
-    lengths, arms = sample_mtu_lengths(osim_model, state, coord_names, muscles, q,
-                                       moment_arms=True)
-    poly = PolynomialPath.fit(q, lengths, arms, max_degree=max_degree, seed=seed, ranges=box)
+    if per_muscle:
+        poly, _ = polynomial_paths(
+            osim_model, state, muscles, coord_names, box, max_degree=max_degree,
+            samples_per_dof=400 if n_samples is None else max(1, int(n_samples) // n_dofs),
+            seed=seed)
+    else:
+        n = max(600, 600 * n_dofs) if n_samples is None else int(n_samples)
+        rng = np.random.default_rng(seed)
+        q = rng.uniform(box[:, 0], box[:, 1], size=(n, n_dofs))
+        lengths, arms = sample_mtu_lengths(osim_model, state, coord_names, muscles, q,
+                                           moment_arms=True)
+        poly = PolynomialPath.fit(q, lengths, arms, max_degree=max_degree, seed=seed,
+                                  ranges=box)
 
     dtype = jnp.result_type(float)
     params = MuscleParameters(*(jnp.asarray(fields[:, k], dtype) for k in range(5)))

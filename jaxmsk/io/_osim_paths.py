@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..skeleton._path import PolynomialPath
-from ._osim import pose_constraints, set_pose
+from ._osim_pose import pose_constraints, set_pose
 
 _CROSSING_ARM = 1e-4
 """|dl/dq| (m/rad) above which a sampled muscle is taken to cross a coordinate."""
 _MAX_CROSSED = 6
+_MAX_DEGREE_3D = 6
+"""Highest degree tried for muscles crossing three or more coordinates (84–924 monomials)."""
 
 
 def _lexicographic_exponents(n: int, order: int) -> list[tuple[int, ...]]:
@@ -94,7 +96,7 @@ def probe_crossed(osim_model, state, muscles, candidates, box, rng, n_probe=3, s
 
 
 def _sample(osim_model, state, muscles, coords, q):
-    from ._osim import sample_mtu_lengths
+    from ._osim_pose import sample_mtu_lengths
 
     return sample_mtu_lengths(osim_model, state, coords, [m.getName() for m in muscles], q,
                               moment_arms=True)
@@ -111,12 +113,15 @@ def polynomial_paths(osim_model, state, muscle_names, coordinates, box, *,
         box: (n_coordinates, 2) rad, the range sampled for fitted paths and recorded as the
             path's `domain`.
         samples_per_dof: OpenSim samples per crossed coordinate for each fitted group.
-        max_degree: highest degree tried for fitted paths.
+        max_degree: highest degree tried for fitted paths (at most 6 for muscles crossing
+            three or more coordinates).
 
     Returns:
         (path, info): `info[muscle]` is a dict with `source` ("FunctionBasedPath" or
         "fitted"), `coordinates` (those the muscle's length depends on) and, for fitted
-        paths, the held-out `fit_rms_m` / `fit_max_m` / `moment_arm_rms_m`.
+        paths, the held-out `fit_rms_m` / `fit_max_m` / `moment_arm_rms_m` /
+        `moment_arm_max_m`, also in the path's `fit_rms`, `fit_max`, `fit_moment_arm_rms`
+        and `fit_moment_arm_max` (0 for paths read exactly).
     """
     coordinates = list(coordinates)
     box = np.asarray(box, np.float64)
@@ -173,12 +178,14 @@ def polynomial_paths(osim_model, state, muscle_names, coordinates, box, *,
                     terms[i][(0,) * len(coordinates)] = objs[i].getLength(state)
                     info[muscle_names[i]] = {"source": "fitted", "coordinates": [],
                                              "fit_rms_m": 0.0, "fit_max_m": 0.0,
-                                             "moment_arm_rms_m": 0.0}
+                                             "moment_arm_rms_m": 0.0,
+                                             "moment_arm_max_m": 0.0}
                 continue
             sub = box[[index[c] for c in cs]]
             q = rng.uniform(sub[:, 0], sub[:, 1], size=(samples_per_dof * len(cs), len(cs)))
             lengths, arms = _sample(osim_model, state, [objs[i] for i in members], list(cs), q)
-            fitted = PolynomialPath.fit(q, lengths, arms, max_degree=max_degree, seed=seed,
+            degree = max_degree if len(cs) <= 2 else min(max_degree, _MAX_DEGREE_3D)
+            fitted = PolynomialPath.fit(q, lengths, arms, max_degree=degree, seed=seed,
                                         ranges=sub).in_raw_coordinates()
             coef = np.asarray(fitted.coefficients, np.float64)
             for row, i in enumerate(members):
@@ -192,7 +199,8 @@ def polynomial_paths(osim_model, state, muscle_names, coordinates, box, *,
                 info[muscle_names[i]] = {
                     "source": "fitted", "coordinates": list(cs),
                     "fit_rms_m": fitted.fit_rms[row], "fit_max_m": fitted.fit_max[row],
-                    "moment_arm_rms_m": fitted.fit_moment_arm_rms[row]}
+                    "moment_arm_rms_m": fitted.fit_moment_arm_rms[row],
+                    "moment_arm_max_m": fitted.fit_moment_arm_max[row]}
         coords = [coord_set.get(c) for c in coordinates]
         set_pose(osim_model, state, coords, [c.getDefaultValue() for c in coords])
     keys = sorted(set().union(*terms) | {(0,) * len(coordinates)}, key=lambda e: (sum(e), e))
@@ -203,13 +211,40 @@ def polynomial_paths(osim_model, state, muscle_names, coordinates, box, *,
             coef[i, col[e]] = c
     dtype = jnp.result_type(float)
     n = len(coordinates)
+
+    def errors(key):  # read exactly (FunctionBasedPath): 0
+        return tuple(float(info[m].get(key, 0.0)) for m in muscle_names)
+
     return PolynomialPath(coefficients=jnp.asarray(coef, dtype), centre=jnp.zeros(n, dtype),
                           scale=jnp.ones(n, dtype), exponents=tuple(keys),
+                          fit_rms=errors("fit_rms_m"), fit_max=errors("fit_max_m"),
+                          fit_moment_arm_rms=errors("moment_arm_rms_m"),
+                          fit_moment_arm_max=errors("moment_arm_max_m"),
                           domain=tuple((float(a), float(b)) for a, b in box)), info
 
 
+def crossing(osim_model, state, muscle_names, coordinates, box, seed: int = 0):
+    """{muscle: the `coordinates` its length depends on}: read from FunctionBasedPaths,
+    probed with OpenSim (`probe_crossed`) over `box` for other paths."""
+    osim = _osim()
+    muscle_set = osim_model.getMuscles()
+    out, rest = {}, []
+    for m in muscle_names:
+        poly = function_based_polynomial(osim, muscle_set.get(m))
+        if poly is None:
+            rest.append(m)
+        else:
+            out[m] = [c for c in poly[0] if c in coordinates]
+    if rest:
+        probed = probe_crossed(osim_model, state, [muscle_set.get(m) for m in rest],
+                               list(coordinates), np.asarray(box, np.float64),
+                               np.random.default_rng(seed))
+        out.update(zip(rest, probed))
+    return out
+
+
 def _osim():
-    from ._osim import import_opensim
+    from ._osim_pose import import_opensim
 
     return import_opensim()
 

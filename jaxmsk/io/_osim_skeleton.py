@@ -46,24 +46,24 @@ def import_opensim():
     return opensim
 
 
-def _vec(v) -> np.ndarray:
+def vec3(v) -> np.ndarray:
     return np.array([v.get(i) for i in range(3)], dtype=np.float64)
 
 
-def _rot(r) -> np.ndarray:
+def rot33(r) -> np.ndarray:
     return np.array([[r.get(i, j) for j in range(3)] for i in range(3)], dtype=np.float64)
 
 
-def _transform(x) -> tuple[np.ndarray, np.ndarray]:
+def frame_transform(x) -> tuple[np.ndarray, np.ndarray]:
     """(R, p) of a SimTK Transform: a point with coordinates v maps to R·v + p."""
-    return _rot(x.R()), _vec(x.p())
+    return rot33(x.R()), vec3(x.p())
 
 
-def _compose(a, b):
+def compose(a, b):
     return a[0] @ b[0], a[0] @ b[1] + a[1]
 
 
-def _invert(a):
+def invert(a):
     return a[0].T, -a[0].T @ a[1]
 
 
@@ -84,7 +84,7 @@ def _custom_joint_motion(osim, joint, coordinate: str):
         names = [ta.get_coordinates(i) for i in range(ta.getCoordinateNamesInArray().getSize())]
         fn = ta.getFunction()
         kind = fn.getConcreteClassName()
-        axis = _vec(ta.getAxis())
+        axis = vec3(ta.getAxis())
         axis = axis / np.linalg.norm(axis)
         if kind == "Constant":
             value, slope = osim.Constant.safeDownCast(fn).getValue(), 0.0
@@ -149,7 +149,7 @@ def _joint_motion(osim, joint, coordinate: str):
                      "joints. Leave its coordinates out of `coordinates` to lock it.")
 
 
-def _default_state(osim, model, selected):
+def default_state(osim, model, selected):
     """A copy of the working state at default coordinate values, selected ones unlocked."""
     try:
         state = osim.State(model.getWorkingState())
@@ -167,19 +167,25 @@ def _default_state(osim, model, selected):
     return state
 
 
+def body_inertia(body) -> np.ndarray:
+    """An OpenSim body's inertia about its COM in its frame (kg·m²), as a 3×3 matrix."""
+    inertia = body.getInertia()
+    moments, products = vec3(inertia.getMoments()), vec3(inertia.getProducts())
+    i_body = np.diag(moments)
+    i_body[0, 1] = i_body[1, 0] = products[0]
+    i_body[0, 2] = i_body[2, 0] = products[1]
+    i_body[1, 2] = i_body[2, 1] = products[2]
+    return i_body
+
+
 def _merge_mass(members, pose_in_root):
     """Mass (kg), COM (m) and inertia about the COM (kg·m²) of rigidly joined bodies."""
     masses, coms, inertias = [], [], []
     for body in members:
         r, p = pose_in_root[body.getName()]
-        inertia = body.getInertia()
-        moments, products = _vec(inertia.getMoments()), _vec(inertia.getProducts())
-        i_body = np.diag(moments)
-        i_body[0, 1] = i_body[1, 0] = products[0]
-        i_body[0, 2] = i_body[2, 0] = products[1]
-        i_body[1, 2] = i_body[2, 1] = products[2]
+        i_body = body_inertia(body)
         masses.append(body.getMass())
-        coms.append(p + r @ _vec(body.getMassCenter()))
+        coms.append(p + r @ vec3(body.getMassCenter()))
         inertias.append(r @ i_body @ r.T)
     total = float(np.sum(masses))
     com = (np.sum([m * c for m, c in zip(masses, coms)], axis=0) / total if total > 0
@@ -191,6 +197,16 @@ def _merge_mass(members, pose_in_root):
     return total, com, inertia
 
 
+def checked_coordinates(names: list[str], coordinates) -> list[str]:
+    """`coordinates` as a list, checked to be distinct members of the model's `names`."""
+    coordinates = list(coordinates)
+    unknown = [c for c in coordinates if c not in names]
+    if unknown or len(set(coordinates)) != len(coordinates):
+        raise ValueError(f"coordinates {coordinates} must be distinct names of the model's "
+                         f"coordinates {names}; unknown: {unknown}.")
+    return coordinates
+
+
 def _select(osim, model, coordinates) -> set[str]:
     """The selected coordinate names, checked to be free rotational coordinates."""
     coord_set = model.getCoordinateSet()
@@ -198,12 +214,7 @@ def _select(osim, model, coordinates) -> set[str]:
     if coordinates is None:
         selected = {n for n, c in by_name.items() if not c.getDefaultLocked()}
     else:
-        coordinates = list(coordinates)
-        unknown = [c for c in coordinates if c not in by_name]
-        if unknown or len(set(coordinates)) != len(coordinates):
-            raise ValueError(f"coordinates {coordinates} must be distinct names of the model's "
-                             f"coordinates {list(by_name)}; unknown: {unknown}.")
-        selected = set(coordinates)
+        selected = set(checked_coordinates(list(by_name), coordinates))
     for name in sorted(selected):
         c = by_name[name]
         if c.getMotionType() != osim.Coordinate.Rotational:
@@ -276,14 +287,14 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
     """
     osim = import_opensim()
     selected = _select(osim, model, coordinates)
-    state = _default_state(osim, model, selected)
+    state = default_state(osim, model, selected)
     _check_constraints(osim, model, selected)
 
     # Rigid groups: each chain body with everything fixed to it, walked from ground.
     ground = model.getGround().getName()
     pose = {ground: (np.eye(3), np.zeros(3))}
     for body in model.getBodySet():
-        pose[body.getName()] = _transform(body.getTransformInGround(state))
+        pose[body.getName()] = frame_transform(body.getTransformInGround(state))
     bodies = {b.getName(): b for b in model.getBodySet()}
     children: dict[str, list] = {}
     for joint in model.getJointSet():
@@ -317,8 +328,8 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
                     stack.append(child)
                 else:
                     outgoing.append((joint, coord, body_name))
-        root_inv = _invert(pose[root])
-        in_root = {b.getName(): _compose(root_inv, pose[b.getName()]) for b in members}
+        root_inv = invert(pose[root])
+        in_root = {b.getName(): compose(root_inv, pose[b.getName()]) for b in members}
         if root != ground:
             mass, com, inertia = _merge_mass(members, in_root)
             fields["mass"].append(mass)
@@ -336,9 +347,9 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
         axis, c_rot, p_fm, note = _joint_motion(osim, joint, coord)
         if note is not None:
             joint_notes.append(note)
-        x_pf = _compose(_compose(root_inv, pose[parent_body]),
-                        _transform(joint.getParentFrame().findTransformInBaseFrame()))
-        r_bm, p_bm = _transform(joint.getChildFrame().findTransformInBaseFrame())
+        x_pf = compose(compose(root_inv, pose[parent_body]),
+                        frame_transform(joint.getParentFrame().findTransformInBaseFrame()))
+        r_bm, p_bm = frame_transform(joint.getChildFrame().findTransformInBaseFrame())
         fields["parent_offset"].append(x_pf[1] + x_pf[0] @ p_fm)
         fields["parent_rotation"].append(x_pf[0])
         fields["child_offset"].append(p_bm)
@@ -357,7 +368,7 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
         raise ValueError(f"coordinates must be listed in chain order from ground outward: "
                          f"{names}, got {list(coordinates)}.")
     chain = SerialChain(**{k: np.stack(v) for k, v in fields.items()},
-                        gravity=_vec(model.getGravity()))
+                        gravity=vec3(model.getGravity()))
     _self_check(osim, model, chain, names, chain_bodies, selected)
     passive, messages = passive_elements(osim, model, names)
     messages = joint_notes + messages
@@ -368,7 +379,7 @@ def chain_from_opensim(model, coordinates: list[str] | None = None):
 
 def _self_check(osim, model, chain, names, chain_bodies, selected) -> None:
     """Compare the chain's body poses with OpenSim's at two poses; raise on a mismatch."""
-    state = _default_state(osim, model, selected)
+    state = default_state(osim, model, selected)
     coords = [model.getCoordinateSet().get(n) for n in names]
     tol = 1e3 * np.finfo(chain.mass.dtype).eps
     for shift in (0.0, _SELF_CHECK_ANGLE):
@@ -378,7 +389,7 @@ def _self_check(osim, model, chain, names, chain_bodies, selected) -> None:
         model.realizePosition(state)
         rotations, origins = (np.asarray(x, dtype=np.float64) for x in chain.body_transforms(q))
         for i, body in enumerate(chain_bodies):
-            r, p = _transform(model.getBodySet().get(body).getTransformInGround(state))
+            r, p = frame_transform(model.getBodySet().get(body).getTransformInGround(state))
             err = max(np.abs(r - rotations[i]).max(),
                       np.abs(p - origins[i]).max() / (1 + np.abs(p).max()))
             if not err <= tol:

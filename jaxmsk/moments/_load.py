@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 import numpy as np
 
-from ..io._osim import import_opensim, model_curves
+from ..io._osim import import_opensim, model_curves, opensim_model_with_paths
 from ..io._osim_paths import function_based_polynomial, polynomial_paths, probe_crossed
 from ..muscle import DeGrooteFregly2016Muscle, MuscleParameters
 from ._model import EMGDrivenModel, map_channels, mapping_matrix
-
-
-def opensim_model_with_paths(osim, path, paths):
-    """An initialised `opensim.Model` (and its state), `paths` (a FunctionBasedPathSet .xml)
-    applied when given."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_emg_driven_model: no such model file {path!r}.")
-    if paths is None:
-        model = osim.Model(path)
-    else:
-        paths = os.fspath(paths)
-        if not os.path.isfile(paths):
-            raise FileNotFoundError(f"load_emg_driven_model: no such path set {paths!r} "
-                                    "(a FunctionBasedPathSet .xml).")
-        processor = osim.ModelProcessor(path)
-        processor.append(osim.ModOpReplacePathsWithFunctionBasedPaths(paths))
-        try:
-            model = processor.process()
-        except Exception as err:  # OpenSim raises its own exception types
-            raise ValueError(f"load_emg_driven_model: OpenSim could not apply the path set "
-                             f"{paths}: {err}") from None
-    state = model.initSystem()
-    return model, state
 
 
 def _box(coord_set, names, ranges) -> np.ndarray:

@@ -54,7 +54,7 @@ def skew(v: Array) -> Array:
                       jnp.stack([-v[1], v[0], z])])
 
 
-def _vee(s: Array) -> Array:
+def vee(s: Array) -> Array:
     """Inverse of `skew` (antisymmetric part of s)."""
     return 0.5 * jnp.stack([s[2, 1] - s[1, 2], s[0, 2] - s[2, 0], s[1, 0] - s[0, 1]])
 
@@ -100,6 +100,36 @@ def _check_inertia(owner: str, inertia: Array) -> None:
             f"principal moments {moments[bad].tolist()}. Give the inertia about the centre of "
             "mass in the body frame, in kg·m²."
         )
+
+
+def body_kinetic_energy(com_positions, mass, inertia, q, qdot, armature=None) -> Array:
+    """T = Σᵢ ½·mᵢ·|v_cᵢ|² + ½·ωᵢᵀ·Iᵢ·ωᵢ (+ ½·Σ aⱼ·q̇ⱼ² of rotors), with the body velocities
+    from `jax.jvp` of `com_positions(q) -> (rotations (B, 3, 3), COMs (B, 3))`."""
+    (rot, _), (rot_dot, com_dot) = jax.jvp(com_positions, (q,), (qdot,))
+    omega = jax.vmap(vee)(jnp.einsum("nji,njk->nik", rot, rot_dot))  # body frame
+    trans = 0.5 * jnp.sum(mass * jnp.sum(com_dot**2, axis=-1))
+    rotors = 0.0 if armature is None else 0.5 * jnp.sum(armature * qdot**2)
+    return trans + 0.5 * jnp.einsum("ni,nij,nj->", omega, inertia, omega) + rotors
+
+
+def body_potential_energy(com_positions, mass, gravity, q) -> Array:
+    """V = −Σᵢ mᵢ·g·cᵢ (J)."""
+    _, com = com_positions(q)
+    return -jnp.sum(mass * (com @ gravity))
+
+
+def lagrangian_mass_matrix(kinetic, q) -> Array:
+    """M(q) = ∂²T/∂q̇², symmetrised."""
+    m = jax.jacfwd(jax.grad(kinetic, argnums=1), argnums=1)(q, jnp.zeros_like(q))
+    return 0.5 * (m + m.T)
+
+
+def lagrangian_bias(kinetic, potential, q, qdot) -> Array:
+    """(∂/∂q ∂T/∂q̇)·q̇ − ∂T/∂q + ∂V/∂q, Lagrange's equations less M·q̈."""
+    momentum = jax.grad(kinetic, argnums=1)
+    _, momentum_rate = jax.jvp(lambda x: momentum(x, qdot), (q,), (qdot,))
+    dt_dq = jax.grad(kinetic, argnums=0)(q, qdot)
+    return momentum_rate - dt_dq + jax.grad(potential)(q)
 
 
 class SerialChain(AbstractSkeleton):
@@ -254,15 +284,11 @@ class SerialChain(AbstractSkeleton):
 
     # -- energies ---------------------------------------------------------------------
     def _kinetic(self, q: Array, qdot: Array) -> Array:
-        (rot, _), (rot_dot, com_dot) = jax.jvp(self._com_positions, (q,), (qdot,))
-        omega = jax.vmap(_vee)(jnp.einsum("nji,njk->nik", rot, rot_dot))  # body frame
-        trans = 0.5 * jnp.sum(self.mass * jnp.sum(com_dot**2, axis=-1))
-        rotors = 0.0 if self.armature is None else 0.5 * jnp.sum(self.armature * qdot**2)
-        return trans + 0.5 * jnp.einsum("ni,nij,nj->", omega, self.inertia, omega) + rotors
+        return body_kinetic_energy(self._com_positions, self.mass, self.inertia, q, qdot,
+                                   self.armature)
 
     def _potential(self, q: Array) -> Array:
-        _, com = self._com_positions(q)
-        return -jnp.sum(self.mass * (com @ self.gravity))
+        return body_potential_energy(self._com_positions, self.mass, self.gravity, q)
 
     def kinetic_energy(self, q: ArrayLike, qdot: ArrayLike) -> Float[Array, ""]:
         """T = Σᵢ ½·mᵢ·|v_cᵢ|² + ½·ωᵢᵀ·Iᵢ·ωᵢ (J), body velocities by `jax.jvp` of the kinematics."""
@@ -274,14 +300,10 @@ class SerialChain(AbstractSkeleton):
 
     # -- equation of motion -----------------------------------------------------------
     def _mass_matrix(self, q: Array) -> Array:
-        m = jax.jacfwd(jax.grad(self._kinetic, argnums=1), argnums=1)(q, jnp.zeros_like(q))
-        return 0.5 * (m + m.T)
+        return lagrangian_mass_matrix(self._kinetic, q)
 
     def _bias(self, q: Array, qdot: Array) -> Array:
-        momentum = jax.grad(self._kinetic, argnums=1)
-        _, momentum_rate = jax.jvp(lambda x: momentum(x, qdot), (q,), (qdot,))
-        dt_dq = jax.grad(self._kinetic, argnums=0)(q, qdot)
-        return momentum_rate - dt_dq + jax.grad(self._potential)(q)
+        return lagrangian_bias(self._kinetic, self._potential, q, qdot)
 
     def _recursive_terms(self, q: Array, qdot: Array) -> tuple[Array, Array]:
         """(M(q), bias(q, q̇)) by first-order rigid-body recursions, the fast equivalent of
@@ -358,7 +380,7 @@ class SerialChain(AbstractSkeleton):
             mass, bias = self._mass_matrix(q), self._bias(q, qdot)
         rhs = tau - bias
         if self.n_dofs <= _UNROLLED_CHOLESKY_MAX:
-            return _unrolled_cholesky_solve(mass, rhs)
+            return unrolled_cholesky_solve(mass, rhs)
         return jsl.cho_solve(jsl.cho_factor(mass), rhs)
 
     def mass_matrix(self, q: ArrayLike) -> Float[Array, "dofs dofs"]:
@@ -392,7 +414,7 @@ _UNROLLED_CHOLESKY_MAX = 6
 _RECURSIVE_MAX = 12
 
 
-def _unrolled_cholesky_solve(mass: Array, rhs: Array) -> Array:
+def unrolled_cholesky_solve(mass: Array, rhs: Array) -> Array:
     n = mass.shape[0]
     low = [[None] * n for _ in range(n)]
     for j in range(n):
