@@ -28,8 +28,11 @@ class Trajectory(eqx.Module):
         fiber_length: (time, muscles) m.
         mtu_length: (time, muscles) m.
         moments: (time, dofs) muscle joint moments Rᵀ·F_T (N·m).
-        result: diffrax's result code (`diffrax.RESULTS.successful` when all went well).
+        result: diffrax's result code (`diffrax.RESULTS.successful` when all went well;
+            otherwise why the solver stopped, e.g. `max_steps_reached`).
         stats: solver statistics (number of steps, ...).
+        time_reached: () s, the last output time whose state the solver reached (ts[-1]
+            when it finished); after it the saved states are not finite.
         path_domain_excursion: (dofs,) rad (m for sliders) by which q went beyond the box the
             muscle paths were fitted over (`model.path.domain`), 0 where it stayed inside or
             the path records no domain. Outside the box the path polynomial extrapolates:
@@ -50,6 +53,7 @@ class Trajectory(eqx.Module):
     result: diffrax.RESULTS
     stats: dict
     path_domain_excursion: Array
+    time_reached: Array | None = None
 
 
 # Newton (chord) iterations of the implicit solver stop at this multiple of the step
@@ -120,7 +124,7 @@ def simulate(
     dt0: float | None = None,
     max_steps: int = 100_000,
     adjoint: diffrax.AbstractAdjoint | None = None,
-    throw: bool = True,
+    throw: bool = False,
     pcoeff: float = 0.0,
     icoeff: float = 1.0,
 ) -> Trajectory:
@@ -159,7 +163,10 @@ def simulate(
             100)`: 10 s of arm26 at 1 kHz in 9 MiB instead of 93, same time, same gradient
             (`benchmarks/memory.py`). `BacksolveAdjoint` fails here with diffrax 0.7.2 (the
             model is part of the ODE term; see benchmarks/README.md).
-        throw: raise if the solver fails; if False, inspect `Trajectory.result`.
+        throw: raise if the solver fails (an error raised inside the compiled solve). By
+            default a solver that stops returns what it reached: `Trajectory.result` says
+            why and `time_reached` how far, states after that are not finite, and a call
+            outside `jit` warns (RuntimeWarning) with both.
 
     Returns a `Trajectory`. Works under `jit`, `vmap` (trials, subjects, parameter sets) and
     `grad` with respect to excitations and every model parameter.
@@ -183,7 +190,15 @@ def simulate(
                  max_steps=max_steps, adjoint=adjoint, throw=throw, pcoeff=pcoeff, icoeff=icoeff)
     ys: ModelState = sol.ys
     out = jax.vmap(model.outputs)(ys)
-    excursion = path_domain_excursion(model, ys.q)
+    finite = jnp.all(jnp.isfinite(ys.q), axis=-1)
+    excursion = path_domain_excursion(model, jnp.where(finite[:, None], ys.q, ys.q[0]))
+    reached = jnp.max(jnp.where(finite, ts, ts[0]))
+    if is_concrete(reached) and sol.result != diffrax.RESULTS.successful:
+        warnings.warn(f"simulate: the solver stopped at t = {float(reached):.6g} s of "
+                      f"{float(ts[-1]):.6g} s: {_reason(sol.result)}. The states after that "
+                      "are not finite (Trajectory.result, Trajectory.time_reached). Raise "
+                      "max_steps, loosen rtol/atol or try solver='stiff' / 'stabilized'.",
+                      RuntimeWarning, stacklevel=2)
     if is_concrete(excursion) and bool(np.any(np.asarray(excursion) > 0)):
         beyond = {name: round(float(e), 4) for name, e in zip(
             model.coordinate_names or [f"q[{i}]" for i in range(model.n_dofs)],
@@ -199,7 +214,15 @@ def simulate(
         norm_tendon_force=out.norm_tendon_force, tendon_force=out.tendon_force,
         fiber_length=out.fiber_length, mtu_length=out.mtu_length, moments=out.muscle_moments,
         result=sol.result, stats=sol.stats, path_domain_excursion=excursion,
+        time_reached=reached,
     )
+
+
+def _reason(result) -> str:
+    """The first line of diffrax's message for a result code."""
+    text = str(result)
+    text = text[text.find("<") + 1:text.rfind(">")] or text
+    return text.splitlines()[0].rstrip(".") if text else "unknown"
 
 
 def path_domain_excursion(model: Model, q: Array) -> Array:

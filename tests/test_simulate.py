@@ -243,3 +243,23 @@ def test_wrist_random_excitations_finish_with_the_default_solver(seed):
     tr = simulate_batch(model, exc, ts, q0=q0, throw=False)
     assert np.all(np.asarray(tr.result) == 0), np.asarray(tr.result)
     assert np.all(np.isfinite(np.asarray(tr.q)))
+
+
+def test_a_solver_that_stops_says_why_and_where_instead_of_raising():
+    """max_steps too small: the result code and the time reached are in the Trajectory, the
+    states up to it are finite (and equal a full run's), and the call warns."""
+    model = msk.models.wrist()
+    ts = jnp.linspace(0.0, 0.5, 51)
+    exc = jnp.full((51, 5), 0.2)
+    with pytest.warns(RuntimeWarning, match=r"stopped at t = 0\.\d+ s of 0\.5 s: The maximum"):
+        short = msk.simulate(model, exc, ts, q0=jnp.zeros(1), solver="explicit", max_steps=20)
+    assert short.result == diffrax.RESULTS.max_steps_reached
+    reached = float(short.time_reached)
+    assert 0.0 < reached < 0.5
+    kept = np.asarray(ts) <= reached
+    assert np.isfinite(np.asarray(short.q)[kept]).all()
+    assert not np.isfinite(np.asarray(short.q)[~kept]).any()
+    assert float(short.path_domain_excursion[0]) == 0.0  # the unreached states do not count
+    full = msk.simulate(model, exc, ts, q0=jnp.zeros(1), solver="explicit")
+    assert float(full.time_reached) == 0.5 and full.result == diffrax.RESULTS.successful
+    assert np.abs(np.asarray(full.q)[kept] - np.asarray(short.q)[kept]).max() < 1e-6
