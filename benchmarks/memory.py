@@ -65,7 +65,7 @@ def loss(both):  # (filter_grad differentiates its first argument: both together
     model, exc = both
     if adjoint_name != "backsolve":
         q = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
-                         max_steps=200_000, adjoint=adjoint).q
+                         max_steps=200_000, adjoint=adjoint, throw=True).q
     else:
         # BacksolveAdjoint fails (diffrax 0.7.2: TypeError in
         # _nondiff_solver_controller_state) when the model sits in the ODE term, as

@@ -154,7 +154,7 @@ def _simulation_rows():
         for kind, exc in EXCITATIONS.items():
             ref = opensim_block_simulation(ts, exc, rigid=tendon == "rigid")
             tr = msk.simulate(block_model(tendon), jnp.asarray(exc)[:, None], jnp.asarray(ts),
-                              q0=jnp.array([0.31]), rtol=1e-9, atol=1e-11)
+                              q0=jnp.array([0.31]), rtol=1e-9, atol=1e-11, throw=True)
             rows.append((f"block on a slider, {tendon} tendon, {kind} excitation, 1 s: position",
                          "max abs error (m)", float(np.max(np.abs(np.asarray(tr.q[:, 0]) - ref)))))
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +166,7 @@ def _simulation_rows():
         }
         for fit, model in fits.items():
             tr = msk.simulate(model, jnp.asarray(EXC), jnp.asarray(TS), q0=jnp.asarray(Q0),
-                              solver="explicit", rtol=1e-8, atol=1e-10)
+                              solver="explicit", rtol=1e-8, atol=1e-10, throw=True)
             q = np.asarray(tr.q)
             targets = [("OpenSim's wrapped paths", dgf)]
             if fit == "task-range paths":

@@ -642,7 +642,7 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
             u = np.asarray(u)
             start = np.asarray(plan.target(jnp.asarray(ts[0])))
             traj = simulate(model, jnp.asarray(u), jnp.asarray(ts), q0=jnp.asarray(start),
-                            solver=solver, rtol=rtol, atol=atol)
+                            solver=solver, rtol=rtol, atol=atol, throw=True)
             q = np.asarray(traj.q)
             if noise:
                 q = q + rng.normal(0.0, noise, q.shape)
@@ -661,7 +661,7 @@ def synthetic_trials(model: Model, key: Array, *, n_trials: int = 4, duration: f
                 u[:, j] += a * 0.5 * (1 + np.cos(2 * np.pi * x))
         u = np.clip(u, 0.0, 1.0)
         traj = simulate(model, jnp.asarray(u), jnp.asarray(ts), q0=jnp.asarray(q0),
-                        solver=solver, rtol=rtol, atol=atol)
+                        solver=solver, rtol=rtol, atol=atol, throw=True)
         q = np.asarray(traj.q)
         if noise:
             q = q + rng.normal(0.0, noise, q.shape)

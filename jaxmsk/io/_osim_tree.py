@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..skeleton._tree import JointFunction, JointTree
@@ -89,7 +91,7 @@ def joint_function(osim, fn, label: str, scale: float = 1.0) -> JointFunction:
     b = np.asarray(jf.breaks)
     xs = (np.linspace(b[0] - 0.5, b[-1] + 0.5, 41) if jf.linear_ends
           else np.linspace(-np.pi, np.pi, 41))
-    ours = np.array([float(jf(x)) for x in xs])
+    ours = np.asarray(jax.vmap(jf)(jnp.asarray(xs)))
     theirs = scale * np.array([_calc(osim, fn, x) for x in xs])
     err = np.abs(ours - theirs).max()
     if not err <= _FUNCTION_TOL * (1.0 + np.abs(theirs).max()):
