@@ -19,7 +19,7 @@ compilation), for 10 s and for 1 s at 1 kHz to show how memory grows with durati
 gradients of the other adjoints are compared with `recursive`'s (largest relative
 difference over the excitation gradient).
 
-    python -m benchmarks.memory [--solver explicit|stabilized|stiff] [--models wrist,arm26]
+    python -m benchmarks.memory [--solver explicit|stabilized|stiff] [--models wrist,arm26,leg]
                                 [--adjoints recursive,recursive-100,backsolve]
 
 Prints a table naming the device and writes benchmarks/results/memory.json.
@@ -52,13 +52,21 @@ elif adjoint_name == "backsolve":
     adjoint = diffrax.BacksolveAdjoint()
 else:
     raise SystemExit(f"unknown adjoint {adjoint_name!r}")
-model = getattr(msk.models, name)()
+if name == "leg":  # the walking model's right leg (data/opensim-walking), 40 muscles
+    from pathlib import Path
+    data = Path(sys.argv[6]) / "data" / "opensim-walking"
+    model = msk.load_osim(data / "subject_walk_scaled.osim",
+                          ["hip_flexion_r", "hip_adduction_r", "hip_rotation_r",
+                           "knee_angle_r", "ankle_angle_r"],
+                          paths=data / "subject_walk_scaled_FunctionBasedPathSet.xml")
+else:
+    model = getattr(msk.models, name)()
 n = int(round(seconds * 1000)) + 1
 ts = jnp.linspace(0.0, seconds, n)
 rng = np.random.default_rng(0)
 phase = rng.uniform(0, 2 * np.pi, model.n_muscles)
 exc = jnp.asarray(0.2 + 0.1 * np.sin(2 * np.pi * 0.7 * np.asarray(ts)[:, None] + phase))
-q0 = jnp.zeros(model.n_dofs) if name == "wrist" else jnp.array([0.3, 0.8])
+q0 = jnp.array([0.3, 0.8]) if name == "arm26" else jnp.zeros(model.n_dofs)
 target = jnp.zeros((n, model.n_dofs))
 
 def loss(both):  # (filter_grad differentiates its first argument: both together)
@@ -109,7 +117,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--solver", choices=("explicit", "stabilized", "stiff"), default="explicit")
-    ap.add_argument("--models", default="wrist,arm26")
+    ap.add_argument("--models", default="wrist,arm26",
+                    help="comma-separated: wrist, arm26, leg (the right leg of "
+                         "data/opensim-walking's 80-muscle model: 5 coordinates, 40 muscles, "
+                         "its FunctionBasedPaths; needs opensim to load)")
     ap.add_argument("--adjoints", default="recursive,recursive-100,backsolve")
     ap.add_argument("--durations", default="1,10", help="seconds at 1 kHz")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
@@ -131,7 +142,8 @@ def main(argv=None) -> int:
                 for adjoint in adjoints:
                     grad_file = os.path.join(tmp, f"{name}_{seconds}_{adjoint}.npy")
                     out = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds),
-                                          args.solver, adjoint, grad_file],
+                                          args.solver, adjoint, grad_file,
+                                          str(Path(__file__).resolve().parents[1])],
                                          capture_output=True, text=True)
                     if out.returncode != 0:
                         error = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]

@@ -25,3 +25,30 @@ def small_cohort():
 def processed(small_cohort):
     """The small cohort's processed dataset (sEMG envelopes at 100 Hz)."""
     return small_cohort.to_dataset().process()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """When a module ends with its worker above 3 GiB resident, drop the compiled
+    executables and give the freed heap back to the system. A worker that kept every
+    module's XLA code grew to 7 GB over the suite, and two of them beside the subprocess
+    tests exhausted a CI machine's memory (XLA aborts when an allocation fails). Clearing
+    JAX's caches alone returned 2 % of it (glibc keeps the freed heap); malloc_trim returns
+    the rest (measured: 1.72 GB → 0.40 GB after four arm26 compilations)."""
+    yield
+    import ctypes
+    import gc
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # (no /proc: clear every time)
+        resident = None
+    if resident is None or resident > 3 * 2**30:
+        jax.clear_caches()
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # (not glibc)
+            pass

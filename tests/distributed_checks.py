@@ -20,9 +20,9 @@ assert where.process_count == 2 and where.device_count == 4, where
 main = where.process_index == 0  # (only process 0 computes the one-device references)
 
 
-# arm26: 8 trajectories of 0.5 s over the 4 devices of 2 processes, in chunks of 2.
+# arm26: 8 trajectories of 0.25 s over the 4 devices of 2 processes, in chunks of 2.
 arm = msk.models.arm26()
-ts = np.linspace(0.0, 0.5, 51)
+ts = np.linspace(0.0, 0.25, 26)
 rng = np.random.default_rng(0)  # the same batch in every process
 phase = rng.uniform(0, 2 * np.pi, (8, 1, arm.n_muscles))
 excs = 0.2 + 0.05 * np.sin(2 * np.pi * 1.3 * ts[None, :, None] + phase)
@@ -34,12 +34,12 @@ if main:
                               **kw)
     d_sim = float(np.max(np.abs(out.q - one.q)))
 
-# The wrist: 4 trials split over the 4 devices, 3 Levenberg–Marquardt iterations.
+# The wrist: 4 trials of 0.3 s split over the 4 devices, 2 Levenberg–Marquardt iterations.
 wrist = msk.models.wrist()
 truth = np.array([1.2, 0.8, 1.1, 0.9, 1.0])
 subject = msk.scale_parameters(wrist, max_isometric_force=jnp.asarray(truth))
-trials = synthetic_trials(subject, jax.random.key(0), n_trials=4, duration=0.5)
-fit_kw = dict(fit=("max_isometric_force",), max_steps=3, starts=1, shooting_interval=None,
+trials = synthetic_trials(subject, jax.random.key(0), n_trials=4, duration=0.3)
+fit_kw = dict(fit=("max_isometric_force",), max_steps=2, starts=1, shooting_interval=None,
               progress=False)
 sharded = identify(wrist, trials, mesh=dist.batch_mesh(), **fit_kw)
 if main:

@@ -79,8 +79,8 @@ def _last_value(out: str, pattern: str) -> float:
 
 
 def test_two_processes_shard_simulations_and_a_calibration_like_one_device():
-    # tests/distributed_checks.py: an arm26 batch (8 × 0.5 s) and a wrist calibration (4
-    # trials, 3 iterations) over 2 processes × 2 CPU devices, each against one device.
+    # tests/distributed_checks.py: an arm26 batch (8 × 0.25 s) and a wrist calibration (4
+    # trials, 2 iterations) over 2 processes × 2 CPU devices, each against one device.
     out = _launch(str(ROOT / "tests" / "distributed_checks.py"))
     assert _last_value(out, r"CHECK simulate (\S+)") <= 1e-12
     assert _last_value(out, r"CHECK identify (\S+)") <= 1e-10
@@ -91,10 +91,15 @@ def test_distributed_study_gives_the_sequential_table(tmp_path):
     args = ["-m", "experiments.transfer.run", "--quick", "--subjects", "2", "--folds", "2",
             "--shares", "0.1", "--methods", "generic,transfer_no_physics", "--no-plots",
             "--generic-steps", "10", "--personal-steps", "5"]
+    # The sequential run simulates the cohort and keeps it; the distributed one loads it (the
+    # cache is exact: the tables below must agree to the last digit).
+    args += ["--cohort-cache", str(tmp_path / "cohorts")]
     seq = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "seq")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert seq.returncode == 0, (seq.stdout + seq.stderr)[-4000:]
-    _launch(*args, "--distributed", "--out", str(tmp_path / "dist"), devices=1)
+    assert "cohort: saved to" in seq.stdout
+    out = _launch(*args, "--distributed", "--out", str(tmp_path / "dist"), devices=1)
+    assert out.count("cohort: loaded from") == 2, out[-4000:]  # (both processes)
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("seq", "dist"))
     assert a["targets"] == b["targets"] == ["S01", "S02"]
     assert a["shares"] == b["shares"]  # every method's mean and sd, every metric

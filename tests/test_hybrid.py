@@ -20,7 +20,9 @@ from jaxmsk._learn.train import Predictor, make_segments
 from jaxmsk._simulate import integrate
 from jaxmsk.data import Dataset
 
-pytestmark = pytest.mark.xdist_group("transfer")
+# Its own worker group: the transfer group (train steps shared by the demo, CLI, fold and
+# transfer tests) and this one took 715 s on one worker together.
+pytestmark = pytest.mark.xdist_group("hybrid")
 
 
 

@@ -1,6 +1,7 @@
 """load_osim on arm26 (live OpenSim) and the JSON model format."""
 
 import os
+import re
 import warnings
 from importlib.util import find_spec
 
@@ -23,10 +24,41 @@ def arm26_path():
 
 
 @pytest.fixture(scope="module")
-def arm26():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return msk.load_osim(arm26_path())
+def arm26_and_warnings():
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model = msk.load_osim(arm26_path())
+    return model, [str(w.message) for w in said if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.fixture(scope="module")
+def arm26(arm26_and_warnings):
+    return arm26_and_warnings[0]
+
+
+def test_load_osim_warns_about_paths_it_cannot_follow(arm26_and_warnings):
+    """arm26 over the file's full ranges: TRIlong's wrapped path jumps near the top of the
+    shoulder range (OpenSim confirms it: the length moves by more than a millimetre over
+    2e-5 rad there) and BIClong's kinks; both fits miss by more than 1 mm, and the warning
+    names them, with the jump."""
+    model, said = arm26_and_warnings
+    assert len(said) == 1, said
+    err = dict(zip(model.muscle_names, np.maximum(np.asarray(model.path.fit_max),
+                                                  np.asarray(model.path.fit_moment_arm_max))))
+    named = {m for m in model.muscle_names if f"{m} " in said[0].split("OpenSim's own")[0]}
+    assert named == {m for m, e in err.items() if e > 1e-3} and {"TRIlong", "BIClong"} <= named
+    jump = re.search(r"OpenSim's own lengths jump .* for TRIlong (\d+\.\d) mm at "
+                     r"r_shoulder_elev = (-?\d+\.\d+)", said[0])
+    assert jump, said[0]
+    at = float(jump.group(2))
+    ref = osim.Model(arm26_path())
+    state = ref.initSystem()
+    lengths = []
+    for q in (at - 2e-3, at + 2e-3):  # (printed to 1e-3: the jump lies within ±5e-4)
+        ref.getCoordinateSet().get("r_shoulder_elev").setValue(state, q)
+        ref.realizePosition(state)
+        lengths.append(ref.getMuscles().get("TRIlong").getLength(state))
+    assert abs(lengths[1] - lengths[0]) * 1e3 > 0.5 * float(jump.group(1))
 
 
 def test_load_osim_reads_arm26(arm26):

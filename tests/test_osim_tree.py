@@ -228,6 +228,30 @@ def _lengths_and_arms(path, names, muscles, q, paths=None):
     return np.array(lengths), np.array(arms)
 
 
+def test_opensim_paths_that_jump_are_found_and_are_jumps():
+    """The walking model's own GeometryPaths: glmax1_r's length jumps (a wrapping
+    discontinuity), which the search finds and which OpenSim, set directly at either side of
+    the reported pose, confirms; smooth paths (semimem_r, soleus_r) report none."""
+    from jaxmsk.io import path_discontinuities
+
+    muscles = ["glmax1_r", "semimem_r", "soleus_r"]
+    found = path_discontinuities(WALKING, RIGHT_LEG, muscles)
+    assert {d["muscle"] for d in found} == {"glmax1_r"}, found
+    for d in found[:2]:
+        j = RIGHT_LEG.index(d["coordinate"])
+        q = np.tile(np.asarray(d["at"]), (4, 1))
+        q[:, j] += [-1e-3, -1e-5, 1e-5, 1e-3]
+        lengths, _ = _lengths_and_arms(WALKING, RIGHT_LEG, ["glmax1_r"], q)
+        across = lengths[2, 0] - lengths[1, 0]  # over 2e-5 rad
+        assert abs(across) > 1e-3 and np.sign(across) == np.sign(d["jump"]), (d, lengths)
+        # a step, not a slope: the 2e-3 rad around it change by little more than the jump
+        assert abs(lengths[3, 0] - lengths[0, 0] - across) < 0.2 * abs(across), (d, lengths)
+    with pytest.raises(ValueError, match="NOPE"):
+        path_discontinuities(WALKING, RIGHT_LEG, ["NOPE"])
+    with pytest.raises(ValueError, match="knee_nope"):
+        path_discontinuities(WALKING, ["knee_nope"])
+
+
 def test_gait_right_leg_loads_as_model_within_a_millimetre():
     """The 18-muscle gait model's right leg (hip, spline knee, ankle; 9 muscles): lengths and
     moment arms within 1 mm of OpenSim's at random poses of the walking box, and a model that

@@ -209,7 +209,9 @@ def _random_batch(model, seed, n, ts):
     return np.stack(exc), q0
 
 
-@settings(max_examples=2, deadline=None)
+# One example of a batch: the batch runs until its slowest member ends (the sinusoids), so
+# more members cost little and more examples cost a whole run each.
+@settings(max_examples=1, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_arm26_random_excitations_finish_with_the_default_solver(seed):
     """arm26, 1 s, excitations anywhere in [0.01, 1] (random piecewise-linear patterns, and
@@ -220,7 +222,7 @@ def test_arm26_random_excitations_finish_with_the_default_solver(seed):
 
     model = msk.models.arm26()
     ts = np.linspace(0.0, 1.0, 101)
-    exc, q0 = _random_batch(model, seed, 2, ts)
+    exc, q0 = _random_batch(model, seed, 5, ts)
     sines = np.random.default_rng(0)
     f, phase = sines.uniform(0.4, 2.5, 6), sines.uniform(0, 2 * np.pi, 6)
     exc = np.concatenate([exc, (0.35 + 0.3 * np.sin(2 * np.pi * f * ts[:, None] + phase))[None]])
@@ -232,14 +234,14 @@ def test_arm26_random_excitations_finish_with_the_default_solver(seed):
     assert float(np.asarray(tr.path_domain_excursion)[-1, 1]) > 0.1  # the sinusoids' elbow
 
 
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=1, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_wrist_random_excitations_finish_with_the_default_solver(seed):
     from jaxmsk.distributed import simulate_batch
 
     model = msk.models.wrist()
     ts = np.linspace(0.0, 1.0, 101)
-    exc, q0 = _random_batch(model, seed, 3, ts)
+    exc, q0 = _random_batch(model, seed, 8, ts)
     tr = simulate_batch(model, exc, ts, q0=q0, throw=False)
     assert np.all(np.asarray(tr.result) == 0), np.asarray(tr.result)
     assert np.all(np.isfinite(np.asarray(tr.q)))

@@ -89,6 +89,10 @@ def parse_args(argv=None):
                    help="smoke run: 1 repetition per protocol, 60 generic and 20 personal steps")
     p.add_argument("--x64", action="store_true", help="float64 (default float32, as the demo)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--cohort-cache", default=None, metavar="DIR",
+                   help="keep the generated cohort in DIR (jaxmsk.io.save_cohort, one folder "
+                        "per subjects/repetitions/seed/dtype) and load it from there in later "
+                        "runs instead of simulating it again")
     p.add_argument("--distributed", action="store_true",
                    help="join the processes of `python -m jaxmsk.launch` or a cluster manager "
                         "(jax.distributed) and split the folds over them (round robin); each "
@@ -701,8 +705,26 @@ def main(argv=None) -> int:
     key = jax.random.key(args.seed)
     k_cohort, k_folds = jax.random.split(key)
     wrist = models.wrist()
-    cohort = synthetic_cohort(wrist, args.subjects, k_cohort, repetitions=repetitions,
-                              duration=10.0, progress=say)
+    cohort = None
+    if args.cohort_cache is not None:
+        from jaxmsk.io import load_cohort, save_cohort
+
+        made = {k: protocol[k] for k in ("subjects", "repetitions", "duration_s", "seed", "x64")}
+        tag = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
+        cached = Path(args.cohort_cache) / f"cohort_{tag}"
+        if cached.is_dir():
+            cohort = load_cohort(cached)
+            say(f"cohort: loaded from {cached}")
+    if cohort is None:
+        cohort = synthetic_cohort(wrist, args.subjects, k_cohort, repetitions=repetitions,
+                                  duration=protocol["duration_s"], progress=say)
+        if args.cohort_cache is not None and main_process:
+            Path(args.cohort_cache).mkdir(parents=True, exist_ok=True)
+            try:
+                save_cohort(cached, cohort)
+                say(f"cohort: saved to {cached}")
+            except FileExistsError:  # (another run saved the same cohort meanwhile)
+                pass
     say("processing sEMG ...")
     dataset = cohort.to_dataset().process()
     n_folds = args.subjects if args.folds is None else args.folds

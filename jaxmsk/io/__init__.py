@@ -4,7 +4,8 @@
   loaded `opensim.Model`.
 - `_osim_tree.py`: `tree_from_opensim`, a `JointTree` (CustomJoints with spline and
   polynomial functions, couplers eliminated, branches) from a loaded `opensim.Model`.
-- `_osim.py`: `load_osim` (an .osim file as a `Model`, paths fitted to OpenSim's) and
+- `_osim.py`: `load_osim` (an .osim file as a `Model`, paths fitted to OpenSim's),
+  `path_discontinuities` (where OpenSim's own path lengths jump) and
   `write_osim_polynomial_paths` (an .osim whose muscles follow a model's polynomial paths).
 - `_mjcf.py`: `load_mujoco` (a MuJoCo/MyoSuite MJCF file as a `Model`, paths fitted to
   MuJoCo's actuator lengths).
@@ -30,6 +31,7 @@ from ._cohort_files import load_cohort as load_cohort
 from ._cohort_files import save_cohort as save_cohort
 from ._mjcf import load_mujoco as load_mujoco
 from ._osim import load_osim as load_osim
+from ._osim import path_discontinuities as path_discontinuities
 from ._osim import write_osim_polynomial_paths as write_osim_polynomial_paths
 from ._osim_skeleton import chain_from_opensim as chain_from_opensim
 from ._osim_tree import tree_from_opensim as tree_from_opensim

@@ -102,6 +102,34 @@ def opensim_model_with_paths(osim, path, paths, owner: str = "load_emg_driven_mo
     return model, state
 
 
+PATH_TOLERANCE = 1e-3
+"""Held-out length or moment-arm error (m) of a fitted path above which `load_osim` warns."""
+
+
+def _warn_path_errors(osim_model, state, muscles, coordinates, box, poly, seed) -> None:
+    """Warn, naming them, about muscles whose fitted paths miss OpenSim's by more than
+    PATH_TOLERANCE, and say where OpenSim's own lengths jump for them (`path_jumps`)."""
+    from ._osim_paths import describe_jumps, path_jumps
+
+    err_l, err_r = np.asarray(poly.fit_max), np.asarray(poly.fit_moment_arm_max)
+    bad = [i for i in range(len(muscles))
+           if err_l[i] > PATH_TOLERANCE or err_r[i] > PATH_TOLERANCE]
+    if not bad:
+        return
+    names = [muscles[i] for i in bad]
+    listed = ", ".join(f"{muscles[i]} {err_l[i] * 1e3:.1f} mm / {err_r[i] * 1e3:.1f} mm"
+                       for i in sorted(bad, key=lambda i: -max(err_l[i], err_r[i])))
+    jumps = path_jumps(osim_model, state, names, list(coordinates), box, seed=seed)
+    why = (f" OpenSim's own lengths jump (wrapping discontinuities, which no smooth path "
+           f"follows) for {describe_jumps(jumps, coordinates)}." if jumps else "")
+    warnings.warn(
+        f"load_osim: the fitted paths of {len(bad)} muscle(s) differ from OpenSim's by more "
+        f"than {PATH_TOLERANCE * 1e3:.0f} mm over the sampled box (held-out max length / moment "
+        f"arm error: {listed}; model.path.fit_max, fit_moment_arm_max).{why} Fit over the "
+        "task's range (ranges=), give the model's FunctionBasedPathSet (paths=), or fix its "
+        "wrap objects.", RuntimeWarning, stacklevel=3)
+
+
 def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
               paths=None, n_samples=None, max_degree=10, seed=0):
     """Read an OpenSim model into a jaxmsk `Model`.
@@ -143,6 +171,8 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
 
     Returns a `Model`; `model.path.fit_rms` / `fit_max` hold the held-out length errors (m)
     and `fit_moment_arm_rms` / `fit_moment_arm_max` the moment-arm errors (m) per muscle.
+    Where one is over 1 mm it warns (RuntimeWarning) naming the muscles, and names those
+    whose OpenSim lengths themselves jump inside the box (`path_discontinuities`).
 
     Raises ValueError naming the joint, function or constraint jaxmsk cannot read, and
     warns (never silently drops) about force elements acting on the coordinates that are
@@ -219,6 +249,7 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
         poly = PolynomialPath.fit(q, lengths, arms, max_degree=max_degree, seed=seed,
                                   ranges=box)
 
+    _warn_path_errors(osim_model, state, muscles, coord_names, box, poly, seed)
     dtype = jnp.result_type(float)
     params = MuscleParameters(*(jnp.asarray(fields[:, k], dtype) for k in range(5)))
     model = Model(
@@ -233,6 +264,55 @@ def load_osim(path, coordinates=None, muscles=None, *, tendon=None, ranges=None,
         coordinate_names=tuple(coord_names),
     )
     return model
+
+
+def path_discontinuities(path, coordinates, muscles=None, *, ranges=None, lines: int = 4,
+                         points: int = 200, threshold: float = 1e-3,
+                         seed: int = 0) -> list[dict]:
+    """Where an OpenSim model's own muscle lengths jump: the wrapping discontinuities (a path
+    flipping around a wrap object) that no smooth surrogate, and no gradient, can follow.
+
+    Each coordinate is swept over its range (or `ranges[c]`) through `lines` random poses of
+    the others, `points` samples a sweep; a step between samples above `threshold` (m) and
+    10× the sweep's median step is bisected 20 times, and kept if it is still above
+    threshold/2 over about 1e-6 of the range. A search, not a proof: jumps the sweeps do not
+    cross are not found (more `lines` find more).
+
+    Args:
+        path: the .osim file.
+        coordinates: the coordinates to sweep (the others stay at their defaults; coupled
+            coordinates follow their constraints).
+        muscles: the muscles to examine (default: all).
+        ranges: {coordinate: (min, max)} instead of the file's ranges.
+
+    Returns a list of {"muscle", "coordinate", "at" (the pose, in `coordinates` order),
+    "jump" (m, the length after minus before)}, the largest first. For the walking model of
+    data/opensim-walking with its GeometryPaths, e.g., glmax1_r's length jumps by 0.22 m
+    across 1e-6 rad of hip adduction.
+    """
+    from ._osim_paths import path_jumps
+    from ._osim_skeleton import checked_coordinates
+
+    osim = import_opensim()
+    osim_model, state = opensim_model_with_paths(osim, path, None, "path_discontinuities")
+    coord_set = osim_model.getCoordinateSet()
+    names = [coord_set.get(i).getName() for i in range(coord_set.getSize())]
+    coordinates = checked_coordinates(names, coordinates)
+    muscle_set = osim_model.getMuscles()
+    all_muscles = [muscle_set.get(i).getName() for i in range(muscle_set.getSize())]
+    muscles = all_muscles if muscles is None else list(muscles)
+    unknown = [m for m in muscles if m not in all_muscles]
+    if unknown:
+        raise ValueError(f"path_discontinuities: muscles {unknown} are not in {path}.")
+    box = np.array([[coord_set.get(c).getRangeMin(), coord_set.get(c).getRangeMax()]
+                    for c in coordinates])
+    for c, r in (ranges or {}).items():
+        if c not in coordinates:
+            raise ValueError(f"path_discontinuities: ranges names {c!r}, which is not among "
+                             f"the coordinates {coordinates}.")
+        box[coordinates.index(c)] = [float(v) for v in r]
+    return path_jumps(osim_model, state, muscles, coordinates, box, lines=lines,
+                      points=points, threshold=threshold, seed=seed)
 
 
 def write_osim_polynomial_paths(model: Model, source, out, *, overwrite: bool = False) -> str:

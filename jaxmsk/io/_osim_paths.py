@@ -254,3 +254,63 @@ def crossed_coordinates(osim, muscle) -> list[str] | None:
     paths (probe those with `computeMomentArm`)."""
     poly = function_based_polynomial(osim, muscle)
     return None if poly is None else poly[0]
+
+
+def path_jumps(osim_model, state, muscle_names, coordinates, box, *, lines: int = 4,
+               points: int = 200, threshold: float = 1e-3, seed: int = 0) -> list[dict]:
+    """Where OpenSim's own path lengths jump: sweeps of each coordinate over its side of
+    `box` through `lines` random poses (`points` samples each), every step larger than
+    `threshold` (m) and than 10 times the sweep's median step bisected 20 times along the
+    coordinate (to about 1e-6 of the range); a step still above threshold/2 at that width
+    is a discontinuity (a wrapping surface the path flips around), not a steep slope.
+
+    Returns dicts {muscle, coordinate, at (the pose, rad or m, in `coordinates` order), jump
+    (m, signed: length after minus before)}, largest |jump| first, at most one per muscle,
+    coordinate and sweep."""
+    from ._osim_pose import sample_mtu_lengths
+
+    box = np.asarray(box, np.float64)
+    rng = np.random.default_rng(seed)
+    found = []
+
+    def lengths(q):
+        return sample_mtu_lengths(osim_model, state, coordinates, muscle_names,
+                                  np.atleast_2d(q))
+
+    for j, c in enumerate(coordinates):
+        for _ in range(lines):
+            base = rng.uniform(box[:, 0], box[:, 1])
+            q = np.tile(base, (points, 1))
+            q[:, j] = np.linspace(box[j, 0], box[j, 1], points)
+            steps = np.diff(lengths(q), axis=0)
+            median = np.median(np.abs(steps), axis=0)
+            for k, m in enumerate(muscle_names):
+                i = int(np.argmax(np.abs(steps[:, k])))
+                if not abs(steps[i, k]) > max(threshold, 10 * median[k]):
+                    continue
+                lo, hi = q[i].copy(), q[i + 1].copy()
+                l_lo, l_hi = lengths(lo)[0, k], lengths(hi)[0, k]
+                for _ in range(20):
+                    mid = 0.5 * (lo + hi)
+                    l_mid = lengths(mid)[0, k]
+                    if abs(l_mid - l_lo) >= abs(l_hi - l_mid):
+                        hi, l_hi = mid, l_mid
+                    else:
+                        lo, l_lo = mid, l_mid
+                if abs(l_hi - l_lo) > threshold / 2:
+                    found.append({"muscle": m, "coordinate": c, "at": (0.5 * (lo + hi)).tolist(),
+                                  "jump": float(l_hi - l_lo)})
+    return sorted(found, key=lambda d: -abs(d["jump"]))
+
+
+def describe_jumps(jumps: list[dict], coordinates) -> str:
+    """'glmax1_r 29.5 mm at hip_adduction_r = 0.520, ...': each muscle's largest jump."""
+    seen, parts = set(), []
+    for d in jumps:
+        if d["muscle"] in seen:
+            continue
+        seen.add(d["muscle"])
+        j = list(coordinates).index(d["coordinate"])
+        parts.append(f"{d['muscle']} {abs(d['jump']) * 1e3:.1f} mm at {d['coordinate']} = "
+                     f"{d['at'][j]:.3f}")
+    return ", ".join(parts)
