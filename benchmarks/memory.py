@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                         for ln in out.stderr.splitlines():
                             if ln.startswith(("TypeError", "ValueError", "RuntimeError")):
                                 error = ln
-                        print(f"  {name} {seconds:4.0f} s {adjoint}: FAILED: {error}",
+                        print(f"  {name} {seconds:4g} s {adjoint}: FAILED: {error}",
                               flush=True)
                         rows.append(dict(model=name, seconds=seconds, adjoint=adjoint,
                                          error=error))
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
                     row["max_rel_diff_vs_first"] = float(
                         np.max(np.abs(g - ref)) / max(np.max(np.abs(ref)), 1e-300))
                     rows.append(row)
-                    print(f"  {name} {seconds:4.0f} s {adjoint}: peak RSS "
+                    print(f"  {name} {seconds:4g} s {adjoint}: peak RSS "
                           f"{row['peak_rss_bytes'] / 2**20:.0f} MiB (+"
                           f"{(row['peak_rss_bytes'] - row['rss_before_bytes']) / 2**20:.0f} MiB "
                           f"during the gradient), {row['grad_s']:.1f} s, finite: "
@@ -177,10 +177,10 @@ def main(argv=None) -> int:
              "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['seconds']:.0f} s | {r['adjoint']} | failed: "
+            lines.append(f"| {r['model']} | {r['seconds']:g} s | {r['adjoint']} | failed: "
                          f"{r['error'][:80]} | | | |")
             continue
-        lines.append(f"| {r['model']} | {r['seconds']:.0f} s | {r['adjoint']} | "
+        lines.append(f"| {r['model']} | {r['seconds']:g} s | {r['adjoint']} | "
                      f"{r['peak_rss_bytes'] / 2**20:.0f} | "
                      f"{(r['peak_rss_bytes'] - r['rss_before_bytes']) / 2**20:.0f} | "
                      f"{r['grad_s']:.1f} | {r['max_rel_diff_vs_first']:.1e} |")
