@@ -250,6 +250,8 @@ def test_opensim_paths_that_jump_are_found_and_are_jumps():
         path_discontinuities(WALKING, RIGHT_LEG, ["NOPE"])
     with pytest.raises(ValueError, match="knee_nope"):
         path_discontinuities(WALKING, ["knee_nope"])
+    with pytest.raises(ValueError, match="min < max"):
+        path_discontinuities(WALKING, RIGHT_LEG, ["soleus_r"], ranges={"knee_angle_r": (1, 0)})
 
 
 def test_gait_right_leg_loads_as_model_within_a_millimetre():

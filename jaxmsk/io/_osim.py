@@ -310,7 +310,11 @@ def path_discontinuities(path, coordinates, muscles=None, *, ranges=None, lines:
         if c not in coordinates:
             raise ValueError(f"path_discontinuities: ranges names {c!r}, which is not among "
                              f"the coordinates {coordinates}.")
-        box[coordinates.index(c)] = [float(v) for v in r]
+        lo, hi = (float(v) for v in r)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"path_discontinuities: ranges[{c!r}] = {r}; give (min, max) with "
+                             "min < max.")
+        box[coordinates.index(c)] = (lo, hi)
     return path_jumps(osim_model, state, muscles, coordinates, box, lines=lines,
                       points=points, threshold=threshold, seed=seed)
 
