@@ -91,8 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--cohort-cache", default=None, metavar="DIR",
                    help="keep the generated cohort in DIR (jaxmsk.io.save_cohort, one folder "
-                        "per subjects/repetitions/seed/dtype) and load it from there in later "
-                        "runs instead of simulating it again")
+                        "per subjects/repetitions/seed/dtype/jaxmsk version) and load it from "
+                        "there in later runs instead of simulating it again")
     p.add_argument("--distributed", action="store_true",
                    help="join the processes of `python -m jaxmsk.launch` or a cluster manager "
                         "(jax.distributed) and split the folds over them (round robin); each "
@@ -707,9 +707,12 @@ def main(argv=None) -> int:
     wrist = models.wrist()
     cohort = None
     if args.cohort_cache is not None:
+        import jaxmsk
         from jaxmsk.io import load_cohort, save_cohort
 
+        # (jaxmsk's version in the key: a cohort made by other code is not reused silently)
         made = {k: protocol[k] for k in ("subjects", "repetitions", "duration_s", "seed", "x64")}
+        made["jaxmsk"] = jaxmsk.__version__
         tag = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
         cached = Path(args.cohort_cache) / f"cohort_{tag}"
         if cached.is_dir():

@@ -273,26 +273,26 @@ def path_jumps(osim_model, state, muscle_names, coordinates, box, *, lines: int 
     rng = np.random.default_rng(seed)
     found = []
 
-    def lengths(q):
-        return sample_mtu_lengths(osim_model, state, coordinates, muscle_names,
-                                  np.atleast_2d(q))
+    def lengths(q, muscles=muscle_names):
+        return sample_mtu_lengths(osim_model, state, coordinates, muscles, np.atleast_2d(q))
 
     for j, c in enumerate(coordinates):
         for _ in range(lines):
             base = rng.uniform(box[:, 0], box[:, 1])
             q = np.tile(base, (points, 1))
             q[:, j] = np.linspace(box[j, 0], box[j, 1], points)
-            steps = np.diff(lengths(q), axis=0)
+            swept = lengths(q)
+            steps = np.diff(swept, axis=0)
             median = np.median(np.abs(steps), axis=0)
             for k, m in enumerate(muscle_names):
                 i = int(np.argmax(np.abs(steps[:, k])))
                 if not abs(steps[i, k]) > max(threshold, 10 * median[k]):
                     continue
                 lo, hi = q[i].copy(), q[i + 1].copy()
-                l_lo, l_hi = lengths(lo)[0, k], lengths(hi)[0, k]
-                for _ in range(20):
+                l_lo, l_hi = swept[i, k], swept[i + 1, k]
+                for _ in range(20):  # (only this muscle's length at each midpoint)
                     mid = 0.5 * (lo + hi)
-                    l_mid = lengths(mid)[0, k]
+                    l_mid = lengths(mid, [m])[0, 0]
                     if abs(l_mid - l_lo) >= abs(l_hi - l_mid):
                         hi, l_hi = mid, l_mid
                     else:
