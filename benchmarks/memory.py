@@ -1,6 +1,7 @@
 """Memory of gradients through long simulations: 10 s at 1 kHz output (10,001 samples).
 
-For the built-in wrist and arm26, the gradient of a tracking loss with respect to all
+For the built-in wrist and arm26 (and `leg`: the walking model's right leg, 40 muscles over
+5 coordinates, its FunctionBasedPaths), the gradient of a tracking loss with respect to all
 excitations (10,001 × n_muscles) and every model parameter is taken through `simulate`
 with each of diffrax's reverse-mode adjoints:
 
@@ -9,9 +10,6 @@ with each of diffrax's reverse-mode adjoints:
 - `recursive-K`: `RecursiveCheckpointAdjoint(checkpoints=K)`, K chosen;
 - `backsolve`: `BacksolveAdjoint()` (the continuous adjoint ODE solved backwards: memory
   independent of the number of steps, gradients only as accurate as that backward solve).
-  In diffrax 0.7.2 it fails when the model is part of the ODE term (simulate's bound
-  `model.vector_field`), so this row solves the same problem with `diffrax.diffeqsolve`
-  directly, the model's arrays passed as `args`.
 
 Each case runs in a fresh subprocess; the figure reported is the process's peak resident
 memory (ru_maxrss) minus its peak just before the call (after imports, model loading and
@@ -71,29 +69,8 @@ target = jnp.zeros((n, model.n_dofs))
 
 def loss(both):  # (filter_grad differentiates its first argument: both together)
     model, exc = both
-    if adjoint_name != "backsolve":
-        q = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
-                         max_steps=200_000, adjoint=adjoint, throw=True).q
-    else:
-        # BacksolveAdjoint fails (diffrax 0.7.2: TypeError in
-        # _nondiff_solver_controller_state) when the model sits in the ODE term, as
-        # simulate's bound `model.vector_field` puts it; the same problem solved directly,
-        # the model's arrays passed as `args` instead (so still differentiated).
-        from jaxmsk._simulate import _solver
-
-        y0 = model.initial_state(q0, jnp.zeros_like(q0), exc[0])
-        arrays, static = eqx.partition(model, eqx.is_array)
-        leaves, treedef = jax.tree_util.tree_flatten(arrays)  # (a flat list: no empty tuples)
-        field = lambda t, y, a: eqx.combine(  # noqa: E731
-            jax.tree_util.tree_unflatten(treedef, a[1]), static).vector_field(t, y, a[0])
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field), _solver(solver, 1e-5, 1e-7), ts[0], ts[-1],
-            dt0=1e-4, y0=y0, args=(diffrax.LinearInterpolation(ts=ts, ys=exc), leaves),
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.ClipStepSizeController(
-                diffrax.PIDController(rtol=1e-5, atol=1e-7), step_ts=ts),
-            max_steps=200_000, adjoint=adjoint)
-        q = sol.ys.q
+    q = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
+                     max_steps=200_000, adjoint=adjoint, throw=True).q
     return jnp.mean((q - target) ** 2)
 
 grad = eqx.filter_jit(eqx.filter_grad(loss))
