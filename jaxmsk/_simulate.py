@@ -176,8 +176,8 @@ def simulate(
             with the steps taken). For long trials `RecursiveCheckpointAdjoint(checkpoints=
             100)`: 10 s of arm26 at 1 kHz in 9 MiB instead of 93, same time, same gradient
             (`benchmarks/memory.py`). `diffrax.BacksolveAdjoint()` solves the adjoint ODE
-            backwards: memory independent of the length, about 8× the time of the
-            checkpointed adjoint on arm26, and gradients that agree with it to the solver
+            backwards: memory independent of the length, 4–8× the time of the
+            checkpointed adjoint on arm26 (1–10 s), and gradients that agree with it to the solver
             tolerance rather than exactly (the benchmark's table).
         throw: raise if the solver fails (an error raised inside the compiled solve). By
             default a solver that stops returns what it reached: `Trajectory.result` says
