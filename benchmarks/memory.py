@@ -42,6 +42,7 @@ import jaxmsk as msk
 import diffrax
 
 name, seconds, solver, adjoint_name = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+max_steps = int(sys.argv[7])
 if adjoint_name == "recursive":
     adjoint = diffrax.RecursiveCheckpointAdjoint()
 elif adjoint_name.startswith("recursive-"):
@@ -70,15 +71,28 @@ target = jnp.zeros((n, model.n_dofs))
 def loss(both):  # (filter_grad differentiates its first argument: both together)
     model, exc = both
     q = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
-                     max_steps=200_000, adjoint=adjoint, throw=True).q
+                     max_steps=max_steps, adjoint=adjoint, throw=True).q
     return jnp.mean((q - target) ** 2)
 
 grad = eqx.filter_jit(eqx.filter_grad(loss))
 grad.lower((model, exc)).compile()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t0 = time.perf_counter()
-g = grad((model, exc))
-jax.block_until_ready(g)
+try:
+    g = grad((model, exc))
+    jax.block_until_ready(g)
+except Exception:  # (the solver stopped: say where and why, not equinox's traceback)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = msk.simulate(model, exc, ts, q0=q0, solver=solver, rtol=1e-5, atol=1e-7,
+                             max_steps=max_steps)
+    if probe.result == diffrax.RESULTS.successful:
+        raise
+    from jaxmsk._simulate import _reason
+    raise SystemExit(f"RuntimeError: the simulation stopped at t = "
+                     f"{float(probe.time_reached):.4g} s of {seconds:g} s: "
+                     f"{_reason(probe.result)} (max_steps={max_steps})") from None
 elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 finite = all(bool(jnp.all(jnp.isfinite(x)))
@@ -100,6 +114,8 @@ def main(argv=None) -> int:
                          "its FunctionBasedPaths; needs opensim to load)")
     ap.add_argument("--adjoints", default="recursive,recursive-100,backsolve")
     ap.add_argument("--durations", default="1,10", help="seconds at 1 kHz")
+    ap.add_argument("--max-steps", type=int, default=200_000,
+                    help="solver steps allowed per simulation (default 200000)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
     args = ap.parse_args(argv)
     import jax
@@ -120,7 +136,8 @@ def main(argv=None) -> int:
                     grad_file = os.path.join(tmp, f"{name}_{seconds}_{adjoint}.npy")
                     out = subprocess.run([sys.executable, "-c", CHILD, name, str(seconds),
                                           args.solver, adjoint, grad_file,
-                                          str(Path(__file__).resolve().parents[1])],
+                                          str(Path(__file__).resolve().parents[1]),
+                                          str(args.max_steps)],
                                          capture_output=True, text=True)
                     if out.returncode != 0:
                         error = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
